@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite and benchmarks use, when missing:
+# skopeo, podman, buildah, umoci (real clients), docker-registry (distribution 2.8, for compatibility tests),
+# wrk/hey (load), nginx (static-file ceiling in benchmarks).
+set -euo pipefail
+need=()
+for pair in skopeo:skopeo podman:podman buildah:buildah umoci:umoci docker-registry:docker-registry wrk:wrk hey:hey nginx:nginx-light; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

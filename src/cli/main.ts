@@ -1,0 +1,108 @@
+/** The `berth` command: argument parsing and output only. */
+import { parseArgs } from 'node:util';
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
+import { ConfigError, loadConfig } from '../config/config.ts';
+import { createLogger, startServer } from '../server/serve.ts';
+
+const USAGE = `usage: berth <command> [options]
+
+commands:
+  serve [config.yml]          run the registry (default: embedded config, ./data, :5000)
+  config check <config.yml>   validate a configuration file without starting
+  version                     print the version
+
+The configuration path may also come from REGISTRY_CONFIGURATION_PATH; REGISTRY_* variables override keys.`;
+
+function fail(message: string, code = 1): never {
+  process.stderr.write(`berth: ${message}\n`);
+  process.exit(code);
+}
+
+async function serve(args: string[]): Promise<void> {
+  const { positionals } = parseArgs({ args, allowPositionals: true, strict: true });
+  let loaded;
+  try {
+    loaded = loadConfig(positionals[0]);
+  } catch (e) {
+    if (e instanceof ConfigError) fail(e.message, 2);
+    throw e;
+  }
+  const { config, warnings, source } = loaded;
+  const log = createLogger(config);
+  const workers = config.http.workers === 0 ? availableParallelism() : config.http.workers;
+  if (workers > 1 && cluster.isPrimary) {
+    for (const w of warnings) log.warn(w);
+    log.info({ msg: 'starting workers', workers, config: source });
+    for (let i = 0; i < workers; i++) cluster.fork();
+    let stopping = false;
+    const stop = (): void => {
+      stopping = true;
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    cluster.on('exit', (w, code, signal) => {
+      if (stopping) {
+        if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+        return;
+      }
+      log.error({ pid: w.process.pid, code, signal }, 'worker died; restarting');
+      cluster.fork();
+    });
+    return;
+  }
+  if (cluster.isPrimary) {
+    for (const w of warnings) log.warn(w);
+    log.info({ msg: 'configuration', config: source });
+  }
+  const running = await startServer(config, log);
+  const shutdown = (sig: string): void => {
+    log.info({ msg: 'draining', signal: sig });
+    void running.close().then(() => {
+      log.info('stopped');
+      log.flush();
+      process.exit(0);
+    });
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+}
+
+function configCheck(args: string[]): void {
+  const file = args[0];
+  if (!file) fail('config check needs a file\n' + USAGE, 2);
+  try {
+    const { warnings } = loadConfig(file);
+    for (const w of warnings) process.stdout.write(`warning: ${w}\n`);
+    process.stdout.write(`${file}: ok\n`);
+  } catch (e) {
+    if (e instanceof ConfigError) fail(`${file}: ${e.message}`, 1);
+    throw e;
+  }
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'serve':
+      return serve(rest);
+    case 'config':
+      if (rest[0] === 'check') return configCheck(rest.slice(1));
+      return fail(`unknown config command ${rest[0] ?? ''}\n${USAGE}`, 2);
+    case 'version':
+    case '--version':
+      process.stdout.write('berth 0.1.0\n');
+      return;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return;
+    default:
+      return fail(`unknown command ${cmd}\n${USAGE}`, 2);
+  }
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => fail(e instanceof Error ? e.message : String(e)));

@@ -1,0 +1,229 @@
+/**
+ * Blobs and upload sessions (after distribution's blobwriter.go): bytes stream through a hash tap into
+ * `_uploads/<id>/data`, are fsynced before each acknowledgement, and become a blob only by a rename after
+ * their size and digest were verified. Live hashes stay in this process; anything else is re-hashed.
+ */
+import { randomUUID, type Hash } from 'node:crypto';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { OciError } from '../spec/errors.ts';
+import { type Digest, type ParsedDigest, newHash } from '../spec/digest.ts';
+import type { RepoName } from '../spec/names.ts';
+import { isNotFound, type StorageDriver } from '../storage/driver.ts';
+import * as P from './paths.ts';
+import { exists, readLink, remove } from './context.ts';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export interface UploadStatus {
+  id: string;
+  size: number;
+  startedAt: string;
+}
+
+export interface AppendOptions {
+  /** First byte offset the client claims (`Content-Range` start); must equal the current size. */
+  start?: number;
+  /** Bytes the client announced; a different count is `SIZE_INVALID`. */
+  length?: number;
+  signal?: AbortSignal;
+}
+
+interface LiveHash {
+  hash: Hash;
+  offset: number;
+}
+
+/** Builds a pass-through that feeds every chunk to `hash`. */
+function hashTap(hash: Hash | undefined): Transform {
+  return new Transform({
+    highWaterMark: 1024 * 1024,
+    transform(chunk: Buffer, _enc, cb) {
+      hash?.update(chunk);
+      cb(null, chunk);
+    },
+  });
+}
+
+export class BlobStore {
+  private readonly driver: StorageDriver;
+  private readonly live = new Map<string, LiveHash>();
+  private readonly busy = new Set<string>();
+
+  constructor(driver: StorageDriver) {
+    this.driver = driver;
+  }
+
+  /** Size of a blob linked into `name` (as a layer/config or as a manifest), else `BLOB_UNKNOWN`. */
+  async stat(name: RepoName, digest: Digest): Promise<number> {
+    const [layer, revision] = await Promise.all([
+      readLink(this.driver, P.layerLink(name, digest)),
+      readLink(this.driver, P.revisionLink(name, digest)),
+    ]);
+    if (layer !== digest && revision !== digest) throw new OciError('BLOB_UNKNOWN', { digest });
+    try {
+      return (await this.driver.stat(P.blobData(digest))).size;
+    } catch (e) {
+      if (isNotFound(e)) throw new OciError('BLOB_UNKNOWN', { digest });
+      throw e;
+    }
+  }
+
+  /** Whether the blob is linked as a layer/config into `name` and its data exists. */
+  async isLinked(name: RepoName, digest: Digest): Promise<boolean> {
+    const [link, data] = await Promise.all([readLink(this.driver, P.layerLink(name, digest)), exists(this.driver, P.blobData(digest))]);
+    return link === digest && data;
+  }
+
+  /** Streams `[start, end]` (inclusive) of a blob's bytes. */
+  async open(digest: Digest, start: number, end: number, signal?: AbortSignal): Promise<Readable> {
+    try {
+      return await this.driver.reader(P.blobData(digest), start, { end, signal, highWaterMark: 1024 * 1024 });
+    } catch (e) {
+      if (isNotFound(e)) throw new OciError('BLOB_UNKNOWN', { digest });
+      throw e;
+    }
+  }
+
+  async redirectUrl(digest: Digest, method: 'GET' | 'HEAD'): Promise<string | undefined> {
+    return this.driver.redirectUrl(P.blobData(digest), method);
+  }
+
+  /** Unlinks a blob from a repository (the bytes stay until garbage collection, as in distribution). */
+  async delete(name: RepoName, digest: Digest): Promise<void> {
+    if ((await readLink(this.driver, P.layerLink(name, digest))) !== digest) throw new OciError('BLOB_UNKNOWN', { digest });
+    await remove(this.driver, P.layerLink(name, digest).slice(0, -'/link'.length));
+  }
+
+  /**
+   * Links an existing blob into `name`. With `from`, the blob must be linked there; without it, any blob in
+   * the registry may be mounted. Returns the blob's size, or undefined when it cannot be mounted.
+   */
+  async mount(name: RepoName, digest: Digest, from: RepoName | undefined): Promise<number | undefined> {
+    if (from !== undefined && !(await this.isLinked(from, digest))) return undefined;
+    let size: number;
+    try {
+      size = (await this.driver.stat(P.blobData(digest))).size;
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+    await this.driver.putContent(P.layerLink(name, digest), Buffer.from(digest));
+    return size;
+  }
+
+  /** Starts an upload session: `_uploads/<uuid>/startedat` and an empty `data`. */
+  async startUpload(name: RepoName): Promise<UploadStatus> {
+    const id = randomUUID();
+    const startedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    await this.driver.putContent(P.uploadStartedAt(name, id), Buffer.from(startedAt));
+    await this.driver.putContent(P.uploadData(name, id), Buffer.alloc(0));
+    this.live.set(id, { hash: newHash('sha256'), offset: 0 });
+    return { id, size: 0, startedAt };
+  }
+
+  /** The upload's status, or `BLOB_UPLOAD_UNKNOWN`. */
+  async uploadStatus(name: RepoName, id: string): Promise<UploadStatus> {
+    if (!UUID.test(id)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 100) });
+    try {
+      const [st, started] = await Promise.all([
+        this.driver.stat(P.uploadData(name, id)),
+        this.driver.getContent(P.uploadStartedAt(name, id), { maxSize: 256 }),
+      ]);
+      return { id, size: st.size, startedAt: started.toString('utf8') };
+    } catch (e) {
+      if (isNotFound(e)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id });
+      throw e;
+    }
+  }
+
+  private lock(id: string): () => void {
+    if (this.busy.has(id)) throw new OciError('BLOB_UPLOAD_INVALID', { uuid: id, reason: 'another request is writing to this upload' });
+    this.busy.add(id);
+    return () => this.busy.delete(id);
+  }
+
+  /** Appends a chunk (in order only); returns the new size. The data is fsynced before returning. */
+  async append(name: RepoName, id: string, body: Readable, opts: AppendOptions = {}): Promise<number> {
+    const status = await this.uploadStatus(name, id);
+    const unlock = this.lock(id);
+    try {
+      return await this.appendLocked(name, status, body, opts);
+    } finally {
+      unlock();
+    }
+  }
+
+  private async appendLocked(name: RepoName, status: UploadStatus, body: Readable, opts: AppendOptions): Promise<number> {
+    const { id, size } = status;
+    if (opts.start !== undefined && opts.start !== size) {
+      body.resume();
+      throw new OciError('RANGE_INVALID', { uuid: id, expectedStart: size, start: opts.start }, { Range: `0-${Math.max(size - 1, 0)}`, 'Docker-Upload-UUID': id });
+    }
+    let live = this.live.get(id);
+    if (!live || live.offset !== size) {
+      live = size === 0 ? { hash: newHash('sha256'), offset: 0 } : undefined;
+      if (live) this.live.set(id, live);
+      else this.live.delete(id);
+    }
+    const writer = await this.driver.writer(P.uploadData(name, id), { append: true, signal: opts.signal });
+    try {
+      await pipeline(body, hashTap(live?.hash), writer.stream, { signal: opts.signal });
+    } catch (e) {
+      // Bytes that reached the file are a valid prefix; keep them but drop the (now unreliable) live hash.
+      this.live.delete(id);
+      await writer.close().catch(() => undefined);
+      throw e;
+    }
+    await writer.commit();
+    const newSize = writer.size();
+    if (live) live.offset = newSize;
+    if (opts.length !== undefined && newSize - size !== opts.length) {
+      throw new OciError('SIZE_INVALID', { expected: opts.length, received: newSize - size });
+    }
+    return newSize;
+  }
+
+  /**
+   * Completes an upload: appends an optional final chunk, verifies the digest (re-hashing from storage when
+   * the live hash is not here), moves the data into place and links it into the repository.
+   */
+  async complete(name: RepoName, id: string, expected: ParsedDigest, finalChunk?: Readable, opts: AppendOptions = {}): Promise<number> {
+    let status = await this.uploadStatus(name, id);
+    const unlock = this.lock(id);
+    try {
+      if (finalChunk) status = { ...status, size: await this.appendLocked(name, status, finalChunk, opts) };
+      const size = status.size;
+      const live = this.live.get(id);
+      let actual: string;
+      if (live && live.offset === size && expected.algorithm === 'sha256') {
+        actual = live.hash.digest('hex');
+      } else {
+        const h = newHash(expected.algorithm);
+        const r = await this.driver.reader(P.uploadData(name, id), 0, { signal: opts.signal });
+        for await (const chunk of r) h.update(chunk as Buffer);
+        actual = h.digest('hex');
+      }
+      this.live.delete(id);
+      if (actual !== expected.hex) {
+        await remove(this.driver, P.uploadDir(name, id));
+        throw new OciError('DIGEST_INVALID', { expected: expected.digest, actual: `${expected.algorithm}:${actual}` });
+      }
+      const target = P.blobData(expected.digest);
+      if (await exists(this.driver, target)) await remove(this.driver, P.uploadData(name, id));
+      else await this.driver.move(P.uploadData(name, id), target);
+      await this.driver.putContent(P.layerLink(name, expected.digest), Buffer.from(expected.digest));
+      await remove(this.driver, P.uploadDir(name, id));
+      return size;
+    } finally {
+      unlock();
+    }
+  }
+
+  /** Cancels an upload and removes its data. */
+  async cancel(name: RepoName, id: string): Promise<void> {
+    await this.uploadStatus(name, id);
+    this.live.delete(id);
+    await remove(this.driver, P.uploadDir(name, id));
+  }
+}

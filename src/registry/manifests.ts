@@ -1,0 +1,250 @@
+/**
+ * Manifests, tags and referrers over distribution's layout. Manifest bytes are blobs; a revision link makes
+ * them part of a repository; tags point at revisions; Berth's `_referrers` index maps subjects to referrers.
+ */
+import { OciError } from '../spec/errors.ts';
+import { type Digest, type ParsedDigest, digestOf, tryParseDigest } from '../spec/digest.ts';
+import { MediaType, IMAGE_MANIFEST_TYPES } from '../spec/media-types.ts';
+import { type Descriptor, MAX_MANIFEST_SIZE, parseManifest } from '../spec/manifest.ts';
+import type { RepoName, Tag } from '../spec/names.ts';
+import { isNotFound, type StorageDriver } from '../storage/driver.ts';
+import type { BlobStore } from './blobs.ts';
+import { byteCompare, exists, listOrEmpty, readLink, remove } from './context.ts';
+import * as P from './paths.ts';
+
+export type ManifestRef = { tag: Tag; digest?: undefined } | { digest: ParsedDigest; tag?: undefined };
+
+export interface StoredManifest {
+  digest: Digest;
+  mediaType: string;
+  body: Buffer;
+  /** What the referrers API reports for this manifest. */
+  artifactType?: string;
+  annotations?: Record<string, string>;
+  subject?: Digest;
+}
+
+export interface PutResult {
+  digest: Digest;
+  subject?: Digest;
+}
+
+/** A byte-bounded cache of manifest content by digest (content is immutable, so never stale). */
+class ContentCache {
+  private readonly map = new Map<string, StoredManifest>();
+  private bytes = 0;
+  constructor(private readonly limit: number) {}
+  get(d: Digest): StoredManifest | undefined {
+    const v = this.map.get(d);
+    if (v) {
+      this.map.delete(d);
+      this.map.set(d, v);
+    }
+    return v;
+  }
+  set(v: StoredManifest): void {
+    if (v.body.length > this.limit / 4 || this.map.has(v.digest)) return;
+    this.map.set(v.digest, v);
+    this.bytes += v.body.length;
+    for (const [k, old] of this.map) {
+      if (this.bytes <= this.limit) break;
+      this.map.delete(k);
+      this.bytes -= old.body.length;
+    }
+  }
+}
+
+/** Reads what GET needs from stored manifest bytes without revalidating them. */
+function describe(digest: Digest, body: Buffer): StoredManifest {
+  let doc: Record<string, unknown> = {};
+  try {
+    const v: unknown = JSON.parse(body.toString('utf8'));
+    if (typeof v === 'object' && v !== null && !Array.isArray(v)) doc = v as Record<string, unknown>;
+  } catch {
+    // Stored bytes that are not JSON (written by another tool) are still served as they are.
+  }
+  let mediaType = typeof doc.mediaType === 'string' ? doc.mediaType : undefined;
+  if (!mediaType) {
+    if (doc.schemaVersion === 1) mediaType = doc.signatures ? MediaType.DockerSchema1Signed : MediaType.DockerSchema1;
+    else mediaType = Array.isArray(doc.manifests) ? MediaType.OciIndex : MediaType.OciManifest;
+  }
+  const m: StoredManifest = { digest, mediaType, body };
+  const config = doc.config as { mediaType?: unknown } | undefined;
+  if (typeof doc.artifactType === 'string') m.artifactType = doc.artifactType;
+  else if (IMAGE_MANIFEST_TYPES.has(mediaType) && typeof config?.mediaType === 'string') m.artifactType = config.mediaType;
+  if (typeof doc.annotations === 'object' && doc.annotations !== null) m.annotations = doc.annotations as Record<string, string>;
+  const subject = doc.subject as { digest?: unknown } | undefined;
+  if (typeof subject?.digest === 'string' && tryParseDigest(subject.digest)) m.subject = subject.digest as Digest;
+  return m;
+}
+
+export class ManifestStore {
+  private readonly cache: ContentCache;
+
+  constructor(
+    private readonly driver: StorageDriver,
+    private readonly blobs: BlobStore,
+    cacheBytes: number,
+  ) {
+    this.cache = new ContentCache(cacheBytes);
+  }
+
+  /** Resolves a tag or digest to a digest that is a revision of `name`, else `MANIFEST_UNKNOWN`. */
+  async resolve(name: RepoName, ref: ManifestRef): Promise<Digest> {
+    let digest: Digest | undefined;
+    if (ref.tag !== undefined) {
+      digest = await readLink(this.driver, P.tagCurrentLink(name, ref.tag));
+      if (!digest) throw await this.unknown(name, { tag: ref.tag });
+    } else {
+      digest = ref.digest.digest;
+    }
+    if ((await readLink(this.driver, P.revisionLink(name, digest))) !== digest) throw await this.unknown(name, ref.tag ?? digest);
+    return digest;
+  }
+
+  private async unknown(name: RepoName, detail: unknown): Promise<OciError> {
+    if (!(await exists(this.driver, P.repoDir(name)))) return new OciError('NAME_UNKNOWN', { name });
+    return new OciError('MANIFEST_UNKNOWN', detail);
+  }
+
+  /** Reads a manifest's bytes by digest (from the content cache when possible). */
+  async content(digest: Digest): Promise<StoredManifest> {
+    const hit = this.cache.get(digest);
+    if (hit) return hit;
+    let body: Buffer;
+    try {
+      body = await this.driver.getContent(P.blobData(digest), { maxSize: MAX_MANIFEST_SIZE });
+    } catch (e) {
+      if (isNotFound(e)) throw new OciError('MANIFEST_UNKNOWN', { digest });
+      throw e;
+    }
+    const m = describe(digest, body);
+    this.cache.set(m);
+    return m;
+  }
+
+  async get(name: RepoName, ref: ManifestRef): Promise<StoredManifest> {
+    return this.content(await this.resolve(name, ref));
+  }
+
+  /** Validates and stores a manifest; tags it when `ref` is a tag. */
+  async put(name: RepoName, ref: ManifestRef, body: Buffer, contentType: string | undefined): Promise<PutResult> {
+    if (body.length > MAX_MANIFEST_SIZE) throw new OciError('MANIFEST_TOO_LARGE', { size: body.length, limit: MAX_MANIFEST_SIZE });
+    const parsed = parseManifest(body, contentType);
+    const digest = digestOf(body, ref.digest?.algorithm ?? 'sha256');
+    if (ref.digest && ref.digest.digest !== digest) {
+      throw new OciError('DIGEST_INVALID', { expected: ref.digest.digest, actual: digest });
+    }
+    await this.checkReferences(name, parsed.blobs, parsed.manifests);
+    if (!(await exists(this.driver, P.blobData(digest)))) await this.driver.putContent(P.blobData(digest), body);
+    await this.driver.putContent(P.revisionLink(name, digest), Buffer.from(digest));
+    const subject = parsed.subject?.digest;
+    if (subject) await this.driver.putContent(P.referrerLink(name, subject, digest), Buffer.from(digest));
+    if (ref.tag !== undefined) await this.tag(name, ref.tag, digest);
+    return subject ? { digest, subject } : { digest };
+  }
+
+  private async checkReferences(name: RepoName, blobs: Descriptor[], manifests: Descriptor[]): Promise<void> {
+    const missing: string[] = [];
+    await Promise.all([
+      ...blobs.map(async (b) => {
+        if (!(await this.blobs.isLinked(name, b.digest))) missing.push(b.digest);
+      }),
+      ...manifests.map(async (m) => {
+        if ((await readLink(this.driver, P.revisionLink(name, m.digest))) !== m.digest) missing.push(m.digest);
+      }),
+    ]);
+    if (missing.length > 0) throw new OciError('MANIFEST_BLOB_UNKNOWN', { digest: missing.sort()[0], missing: missing.slice(0, 20) });
+  }
+
+  /** Points `tag` at a revision: the index link first, then `current`, as distribution does. */
+  async tag(name: RepoName, tag: Tag, digest: Digest): Promise<void> {
+    await this.driver.putContent(P.tagIndexLink(name, tag, digest), Buffer.from(digest));
+    await this.driver.putContent(P.tagCurrentLink(name, tag), Buffer.from(digest));
+  }
+
+  /** Deletes a tag (by tag) or a manifest revision and every tag pointing at it (by digest). */
+  async delete(name: RepoName, ref: ManifestRef): Promise<void> {
+    if (ref.tag !== undefined) {
+      if (!(await readLink(this.driver, P.tagCurrentLink(name, ref.tag)))) throw await this.unknown(name, { tag: ref.tag });
+      await remove(this.driver, P.tagDir(name, ref.tag));
+      return;
+    }
+    const digest = await this.resolve(name, ref);
+    let subject: Digest | undefined;
+    try {
+      subject = (await this.content(digest)).subject;
+    } catch {
+      subject = undefined;
+    }
+    await remove(this.driver, P.revisionDir(name, digest));
+    for (const t of await listOrEmpty(this.driver, P.tagsDir(name))) {
+      const tag = t as Tag;
+      if ((await readLink(this.driver, P.tagCurrentLink(name, tag))) === digest) await remove(this.driver, P.tagDir(name, tag));
+    }
+    if (subject) await remove(this.driver, P.referrerLink(name, subject, digest).slice(0, -'/link'.length));
+  }
+
+  /** All tags of a repository in byte order; `NAME_UNKNOWN` when the repository does not exist. */
+  async tags(name: RepoName): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await this.driver.list(P.tagsDir(name));
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      if (!(await exists(this.driver, P.manifestsDir(name)))) throw new OciError('NAME_UNKNOWN', { name });
+      return [];
+    }
+    return names.filter((n) => !n.endsWith('.tmp')).sort(byteCompare);
+  }
+
+  /** Descriptors of the manifests whose `subject` is `subject`, optionally filtered by artifact type. */
+  async referrers(name: RepoName, subject: Digest, artifactType?: string): Promise<Descriptor[]> {
+    const dir = P.referrersDir(name, subject);
+    const out: Descriptor[] = [];
+    for (const alg of await listOrEmpty(this.driver, dir)) {
+      for (const hex of await listOrEmpty(this.driver, `${dir}/${alg}`)) {
+        const digest = await readLink(this.driver, `${dir}/${alg}/${hex}/link`);
+        if (!digest) continue;
+        if ((await readLink(this.driver, P.revisionLink(name, digest))) !== digest) continue;
+        let m: StoredManifest;
+        try {
+          m = await this.content(digest);
+        } catch {
+          continue;
+        }
+        if (artifactType !== undefined && m.artifactType !== artifactType) continue;
+        const d: Descriptor = { mediaType: m.mediaType, digest, size: m.body.length };
+        if (m.artifactType !== undefined) d.artifactType = m.artifactType;
+        if (m.annotations !== undefined) d.annotations = m.annotations;
+        out.push(d);
+      }
+    }
+    return out.sort((a, b) => byteCompare(a.digest, b.digest));
+  }
+
+  /** Rebuilds the referrer index of `name` from its manifest revisions (for storage written by distribution). */
+  async rebuildReferrers(name: RepoName): Promise<number> {
+    let count = 0;
+    const root = P.revisionsRoot(name);
+    for (const alg of await listOrEmpty(this.driver, root)) {
+      for (const hex of await listOrEmpty(this.driver, `${root}/${alg}`)) {
+        const digest = await readLink(this.driver, `${root}/${alg}/${hex}/link`);
+        if (!digest) continue;
+        let m: StoredManifest;
+        try {
+          m = await this.content(digest);
+        } catch {
+          continue;
+        }
+        if (m.subject) {
+          await this.driver.putContent(P.referrerLink(name, m.subject, digest), Buffer.from(digest));
+          count++;
+        }
+      }
+    }
+    return count;
+  }
+}
+
+export type { ParsedDigest };

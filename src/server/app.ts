@@ -1,0 +1,100 @@
+/**
+ * The dispatcher (after distribution's registry/handlers/app.go): route match -> name/reference parsing ->
+ * read-only policy -> handler -> errors rendered in one place. Every response carries the API version header.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { OciError } from '../spec/errors.ts';
+import { parseRepoName } from '../spec/names.ts';
+import { matchRoute, type RouteId } from '../spec/routes.ts';
+import * as H from './handlers.ts';
+import { sendError, sendJson } from './http.ts';
+
+export interface AppOptions extends H.HandlerEnv {
+  log: Logger;
+  accessLog: boolean;
+  readonly: boolean;
+  headers: Record<string, string[]>;
+}
+
+type Handler = (c: H.Ctx) => Promise<void>;
+
+const HANDLERS: Record<Exclude<RouteId, 'base' | 'catalog'>, Partial<Record<string, Handler>>> = {
+  tags: { GET: H.listTags, HEAD: H.listTags },
+  manifest: { GET: H.getManifest, HEAD: H.getManifest, PUT: H.putManifest, DELETE: H.deleteManifest },
+  blob: { GET: H.getBlob, HEAD: H.getBlob, DELETE: H.deleteBlob },
+  'upload-start': { POST: H.startUpload },
+  upload: { GET: H.uploadStatus, PATCH: H.patchUpload, PUT: H.putUpload, DELETE: H.cancelUpload },
+  referrers: { GET: H.referrers, HEAD: H.referrers },
+};
+
+const WRITES = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+export function createApp(opts: AppOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const fixedHeaders: Array<[string, string | string[]]> = [['Docker-Distribution-API-Version', 'registry/2.0']];
+  for (const [k, v] of Object.entries(opts.headers)) fixedHeaders.push([k, v]);
+  const prefix = opts.prefix;
+
+  return (req, res) => {
+    const started = process.hrtime.bigint();
+    const reqId = (req.headers['x-request-id'] as string | undefined)?.slice(0, 64) ?? randomUUID();
+    for (const [k, v] of fixedHeaders) res.setHeader(k, v);
+    const rawUrl = req.url ?? '/';
+    const q = rawUrl.indexOf('?');
+    let path = q < 0 ? rawUrl : rawUrl.slice(0, q);
+    const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1));
+    const log = opts.log;
+    if (opts.accessLog) {
+      res.once('finish', () => {
+        log.info({
+          msg: 'request',
+          reqId,
+          method: req.method,
+          path: path.slice(0, 512),
+          status: res.statusCode,
+          bytesIn: Number(req.headers['content-length'] ?? 0) || undefined,
+          bytesOut: Number(res.getHeader('content-length') ?? 0),
+          ms: Number(process.hrtime.bigint() - started) / 1e6,
+          ua: req.headers['user-agent'],
+        });
+      });
+    }
+    const ac = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished) ac.abort();
+    });
+    const fail = (e: unknown): void => sendError(req, res, e, log);
+    try {
+      if (prefix) {
+        if (!path.startsWith(`${prefix}/`)) throw new OciError('NOT_FOUND');
+        path = path.slice(prefix.length);
+      }
+      const route = matchRoute(path);
+      if (!route) throw new OciError('NOT_FOUND', { path: path.slice(0, 200) });
+      const method = req.method ?? 'GET';
+      if (!route.methods.includes(method)) {
+        throw new OciError('UNSUPPORTED', { reason: `method ${method} not allowed here` }, { Allow: route.methods.join(', ') });
+      }
+      if (route.id === 'base') {
+        req.resume();
+        sendJson(res, 200, {}, {}, method === 'HEAD');
+        return;
+      }
+      const ctx: H.Ctx = { req, res, env: opts, log, query, name: '' as H.Ctx['name'], ref: route.ref ?? '', signal: ac.signal };
+      let handler: Handler | undefined;
+      if (route.id === 'catalog') {
+        handler = H.catalog;
+      } else {
+        ctx.name = parseRepoName(route.name!);
+        handler = HANDLERS[route.id][method];
+      }
+      if (opts.readonly && WRITES.has(method)) {
+        throw new OciError('UNSUPPORTED', { reason: 'the registry is in read-only mode' });
+      }
+      handler!(ctx).catch(fail);
+    } catch (e) {
+      fail(e);
+    }
+  };
+}

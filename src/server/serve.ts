@@ -1,0 +1,154 @@
+/**
+ * The composition root: builds the driver, registry and HTTP(S) server from a BerthConfig, listens,
+ * purges stale uploads, and drains in-flight requests on SIGTERM/SIGINT.
+ */
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { SecureVersion } from 'node:tls';
+import pino, { type Logger } from 'pino';
+import type { BerthConfig } from '../config/config.ts';
+import { checkedDriver } from '../storage/checked.ts';
+import type { StorageDriver } from '../storage/driver.ts';
+import { isNotFound } from '../storage/driver.ts';
+import { filesystemDriver } from '../storage/filesystem.ts';
+import { inmemoryDriver } from '../storage/memory.ts';
+import { Registry } from '../registry/registry.ts';
+import { createApp } from './app.ts';
+
+export interface RunningServer {
+  server: Server;
+  registry: Registry;
+  /** `http://127.0.0.1:5000`-style base URL of the listener. */
+  url: string;
+  port: number;
+  /** Stops accepting, waits for in-flight requests up to the drain timeout, then closes everything. */
+  close(): Promise<void>;
+}
+
+const SECRET_PATH = '/berth/http-secret';
+
+/** Explicit table of storage drivers (no registration by import side effect). */
+const DRIVERS: Record<BerthConfig['storage']['driver'], (c: BerthConfig) => StorageDriver> = {
+  filesystem: (c) => filesystemDriver({ rootdirectory: resolve(c.storage.rootdirectory) }),
+  inmemory: () => inmemoryDriver(),
+};
+
+export function createLogger(config: BerthConfig): Logger {
+  return pino({ level: config.log.level, base: { service: 'berth', ...config.log.fields }, redact: { paths: ['req.headers.authorization', 'authorization', 'password'], remove: true } });
+}
+
+/** The http.secret: configured, else one persisted in storage so upload URLs survive restarts. */
+async function loadSecret(config: BerthConfig, driver: StorageDriver, log: Logger): Promise<string> {
+  if (config.http.secret) return config.http.secret;
+  try {
+    return (await driver.getContent(SECRET_PATH, { maxSize: 1024 })).toString('utf8');
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+  }
+  const secret = randomBytes(32).toString('hex');
+  await driver.putContent(SECRET_PATH, Buffer.from(secret));
+  log.warn('http.secret is not set; generated one and stored it in the storage root (set http.secret when running several instances)');
+  return secret;
+}
+
+export function parseAddr(addr: string): { host?: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(addr.trim());
+  if (!m) throw new Error(`http.addr: expected host:port or :port, got ${JSON.stringify(addr)}`);
+  const host = m[1] ?? m[2];
+  const out: { host?: string; port: number } = { port: Number(m[3]) };
+  if (host) out.host = host;
+  return out;
+}
+
+export async function startServer(config: BerthConfig, log: Logger = createLogger(config)): Promise<RunningServer> {
+  const driver = checkedDriver(DRIVERS[config.storage.driver](config));
+  const registry = new Registry({ driver, deleteEnabled: config.storage.deleteEnabled });
+  const secret = await loadSecret(config, driver, log);
+  const app = createApp({
+    registry,
+    secret,
+    prefix: config.http.prefix,
+    ...(config.http.host ? { host: config.http.host } : {}),
+    relativeurls: config.http.relativeurls,
+    maxCatalogEntries: config.catalog.maxentries,
+    ...(config.tags.maxtags ? { maxTags: config.tags.maxtags } : {}),
+    log,
+    accessLog: config.log.accesslog,
+    readonly: config.storage.readonly,
+    headers: config.http.headers,
+  });
+  const tls = config.http.tls;
+  const server: Server = tls
+    ? createHttpsServer(
+        {
+          cert: readFileSync(tls.certificate),
+          key: readFileSync(tls.key),
+          minVersion: tls.minimumtls.replace('tls', 'TLSv') as SecureVersion,
+          ...(tls.clientcas.length > 0 ? { ca: tls.clientcas.map((f) => readFileSync(f)), requestCert: true, rejectUnauthorized: true } : {}),
+        },
+        app,
+      )
+    : createHttpServer(app);
+  // Node's 300 s requestTimeout would cut off a slow multi-gigabyte upload; guard idle sockets instead.
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  server.timeout = 300_000;
+  server.keepAliveTimeout = 65_000;
+  server.maxHeadersCount = 200;
+
+  const { host, port } = parseAddr(config.http.addr);
+  await new Promise<void>((ok, fail) => {
+    server.once('error', fail);
+    server.listen({ port, ...(host ? { host } : {}), backlog: 1024 }, () => {
+      server.off('error', fail);
+      ok();
+    });
+  });
+  const a = server.address() as AddressInfo;
+  const shownHost = a.family === 'IPv6' ? (a.address === '::' ? 'localhost' : `[${a.address}]`) : a.address === '0.0.0.0' ? 'localhost' : a.address;
+  const url = `${tls ? 'https' : 'http'}://${shownHost}:${a.port}`;
+  log.info({ msg: 'listening', url, port: a.port, storage: config.storage.driver, rootdirectory: config.storage.driver === 'filesystem' ? resolve(config.storage.rootdirectory) : undefined, readonly: config.storage.readonly });
+
+  let purgeTimer: NodeJS.Timeout | undefined;
+  const purging = config.storage.uploadPurging;
+  if (purging.enabled && !config.storage.readonly) {
+    const run = (): void => {
+      registry
+        .purgeUploads(purging.ageMs, purging.dryrun)
+        .then((r) => {
+          if (r.purged.length > 0) log.info({ msg: 'upload purge', purged: r.purged.length, dryrun: purging.dryrun });
+        })
+        .catch((e: unknown) => log.error({ err: e }, 'upload purge failed'))
+        .finally(() => {
+          purgeTimer = setTimeout(run, purging.intervalMs).unref();
+        });
+    };
+    purgeTimer = setTimeout(run, Math.min(purging.intervalMs, 5_000 + Math.random() * 25_000)).unref();
+  }
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= new Promise<void>((done) => {
+      if (purgeTimer) clearTimeout(purgeTimer);
+      const timeout = config.http.drainTimeoutMs;
+      server.close(() => done());
+      server.closeIdleConnections();
+      const idle = setInterval(() => server.closeIdleConnections(), 100);
+      idle.unref();
+      server.once('close', () => clearInterval(idle));
+      if (timeout > 0) {
+        setTimeout(() => {
+          server.closeAllConnections();
+        }, timeout).unref();
+      } else {
+        server.closeAllConnections();
+      }
+    });
+    return closing;
+  };
+  return { server, registry, url, port: a.port, close };
+}

@@ -1,0 +1,75 @@
+/**
+ * The StorageDriver interface (after distribution's storagedriver.go, kept small).
+ * Paths are absolute, `/`-separated, and validated by {@link checkedDriver} before any driver sees them.
+ * Drivers know nothing of digests or repositories.
+ */
+import type { Readable, Writable } from 'node:stream';
+
+export interface FileInfo {
+  path: string;
+  size: number;
+  modTime: Date;
+  isDir: boolean;
+}
+
+export interface IoOptions {
+  signal?: AbortSignal;
+}
+
+/** A writer for one file. Bytes become durable and visible only at `commit()`. */
+export interface FileWriter {
+  /** The stream to pipe bytes into. */
+  readonly stream: Writable;
+  /** Bytes in the file so far, including those present before an append. */
+  size(): number;
+  /** Flushes to stable storage (fsync) and closes. The file keeps its path. */
+  commit(): Promise<void>;
+  /** Closes without flushing and removes the file. */
+  cancel(): Promise<void>;
+  /** Closes, keeping what was written (for resumable uploads after a broken request). */
+  close(): Promise<void>;
+}
+
+export interface StorageDriver {
+  readonly name: string;
+  /** Reads a whole small file. Throws {@link PathNotFoundError}; refuses files above `maxSize` (default 4 MiB). */
+  getContent(path: string, opts?: IoOptions & { maxSize?: number }): Promise<Buffer>;
+  /** Atomically replaces a file's content (temporary name, fsync, rename), creating parents. */
+  putContent(path: string, data: Uint8Array, opts?: IoOptions): Promise<void>;
+  /** A stream of the file's bytes from `offset` to `end` (inclusive, default end of file). */
+  reader(path: string, offset?: number, opts?: IoOptions & { end?: number; highWaterMark?: number }): Promise<Readable>;
+  /** Opens a writer; with `append` it continues an existing file, otherwise truncates or creates it. */
+  writer(path: string, opts?: IoOptions & { append?: boolean }): Promise<FileWriter>;
+  /** Size and kind of a path. Throws {@link PathNotFoundError}. */
+  stat(path: string, opts?: IoOptions): Promise<FileInfo>;
+  /** Names (not paths) of a directory's direct children, unordered. Throws {@link PathNotFoundError}. */
+  list(path: string, opts?: IoOptions): Promise<string[]>;
+  /** Moves a file, replacing the destination, creating its parents. Atomic where the backend allows. */
+  move(src: string, dst: string, opts?: IoOptions): Promise<void>;
+  /** Deletes a file or a whole subtree. Throws {@link PathNotFoundError} when absent. */
+  delete(path: string, opts?: IoOptions): Promise<void>;
+  /** A URL a client may be redirected to for reading, or undefined when the driver has none. */
+  redirectUrl(path: string, method: 'GET' | 'HEAD'): Promise<string | undefined>;
+}
+
+export class PathNotFoundError extends Error {
+  readonly path: string;
+  constructor(path: string) {
+    super(`path not found: ${path}`);
+    this.name = 'PathNotFoundError';
+    this.path = path;
+  }
+}
+
+export class InvalidPathError extends Error {
+  readonly path: string;
+  constructor(path: string) {
+    super(`invalid path: ${JSON.stringify(path.slice(0, 300))}`);
+    this.name = 'InvalidPathError';
+    this.path = path;
+  }
+}
+
+export function isNotFound(e: unknown): e is PathNotFoundError {
+  return e instanceof PathNotFoundError;
+}

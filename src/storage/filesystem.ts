@@ -1,0 +1,175 @@
+/**
+ * The filesystem driver: distribution's layout on local disk.
+ * Small files are replaced atomically (`<path>.<random>.tmp`, fsync, rename, fsync of the directory);
+ * writers fsync at commit, so anything acknowledged survives a crash.
+ */
+import { constants as fsc, promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { type FileInfo, type FileWriter, PathNotFoundError, type StorageDriver } from './driver.ts';
+
+export interface FilesystemOptions {
+  rootdirectory: string;
+  /** fsync files and directories before acknowledging (default true). */
+  fsync?: boolean;
+}
+
+const NOT_FOUND = new Set(['ENOENT', 'ENOTDIR', 'EISDIR']);
+
+function mapError(e: unknown, path: string): never {
+  if (NOT_FOUND.has((e as NodeJS.ErrnoException).code ?? '')) throw new PathNotFoundError(path);
+  throw e;
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const h = await fsp.open(dir, fsc.O_RDONLY);
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
+  const root = opts.rootdirectory;
+  const durable = opts.fsync ?? true;
+  const full = (p: string): string => join(root, p);
+
+  async function ensureParent(file: string): Promise<void> {
+    await fsp.mkdir(dirname(file), { recursive: true });
+  }
+
+  return {
+    name: 'filesystem',
+
+    async getContent(path, o) {
+      const max = o?.maxSize ?? 4 * 1024 * 1024;
+      try {
+        const h = await fsp.open(full(path), 'r');
+        try {
+          const st = await h.stat();
+          if (st.isDirectory()) throw new PathNotFoundError(path);
+          if (st.size > max) throw new RangeError(`file ${path} is ${st.size} bytes, above the ${max} limit`);
+          return await h.readFile();
+        } finally {
+          await h.close();
+        }
+      } catch (e) {
+        return mapError(e, path);
+      }
+    },
+
+    async putContent(path, data) {
+      const file = full(path);
+      const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+      await ensureParent(file);
+      const h = await fsp.open(tmp, 'w');
+      try {
+        await h.writeFile(data);
+        if (durable) await h.sync();
+      } catch (e) {
+        await h.close();
+        await fsp.rm(tmp, { force: true });
+        throw e;
+      }
+      await h.close();
+      await fsp.rename(tmp, file);
+      if (durable) await fsyncDir(dirname(file));
+    },
+
+    async reader(path, offset = 0, o) {
+      let h;
+      try {
+        h = await fsp.open(full(path), 'r');
+      } catch (e) {
+        return mapError(e, path);
+      }
+      const st = await h.stat();
+      if (st.isDirectory()) {
+        await h.close();
+        throw new PathNotFoundError(path);
+      }
+      const end = o?.end ?? Math.max(st.size - 1, offset - 1);
+      const s: Readable = h.createReadStream({ start: offset, end, highWaterMark: o?.highWaterMark ?? 1024 * 1024 });
+      if (offset > end) {
+        // Empty range: createReadStream would read to EOF without an explicit end below start.
+        s.destroy();
+        const { Readable: R } = await import('node:stream');
+        await h.close().catch(() => undefined);
+        return R.from([]);
+      }
+      return s;
+    },
+
+    async writer(path, o): Promise<FileWriter> {
+      const file = full(path);
+      await ensureParent(file);
+      const h = await fsp.open(file, o?.append ? 'a' : 'w');
+      const initial = o?.append ? (await h.stat()).size : 0;
+      const stream = h.createWriteStream({ autoClose: false, highWaterMark: 1024 * 1024 });
+      let closed = false;
+      const close = async (): Promise<void> => {
+        if (closed) return;
+        closed = true;
+        if (!stream.destroyed && !stream.writableFinished) stream.destroy();
+        await h.close();
+      };
+      return {
+        stream,
+        size: () => initial + stream.bytesWritten,
+        async commit() {
+          if (durable) await h.sync();
+          await close();
+        },
+        async cancel() {
+          await close();
+          await fsp.rm(file, { force: true });
+        },
+        close,
+      };
+    },
+
+    async stat(path): Promise<FileInfo> {
+      try {
+        const st = await fsp.stat(full(path));
+        return { path, size: st.size, modTime: st.mtime, isDir: st.isDirectory() };
+      } catch (e) {
+        return mapError(e, path);
+      }
+    },
+
+    async list(path) {
+      try {
+        return await fsp.readdir(full(path));
+      } catch (e) {
+        return mapError(e, path);
+      }
+    },
+
+    async move(src, dst) {
+      const to = full(dst);
+      await ensureParent(to);
+      try {
+        await fsp.rename(full(src), to);
+      } catch (e) {
+        return mapError(e, src);
+      }
+      if (durable) await fsyncDir(dirname(to));
+    },
+
+    async delete(path) {
+      const p = full(path);
+      try {
+        await fsp.lstat(p);
+      } catch (e) {
+        return mapError(e, path);
+      }
+      await fsp.rm(p, { recursive: true, force: true });
+    },
+
+    async redirectUrl() {
+      return undefined;
+    },
+  };
+}
