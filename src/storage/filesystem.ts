@@ -6,7 +6,7 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { type FileInfo, type FileWriter, PathNotFoundError, type StorageDriver } from './driver.ts';
 
 export interface FilesystemOptions {
@@ -95,9 +95,8 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       if (offset > end) {
         // Empty range: createReadStream would read to EOF without an explicit end below start.
         s.destroy();
-        const { Readable: R } = await import('node:stream');
         await h.close().catch(() => undefined);
-        return R.from([]);
+        return Readable.from([]);
       }
       return s;
     },
@@ -107,7 +106,25 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       await ensureParent(file);
       const h = await fsp.open(file, o?.append ? 'a' : 'w');
       const initial = o?.append ? (await h.stat()).size : 0;
-      const stream = h.createWriteStream({ autoClose: false, highWaterMark: 1024 * 1024 });
+      let written = 0;
+      // A plain Writable over the handle: fs.WriteStream with autoClose:false never emits 'close', which
+      // stream.pipeline waits for; and we need the descriptor open after 'finish' to fsync it.
+      const stream = new Writable({
+        highWaterMark: 1024 * 1024,
+        write(chunk: Buffer, _enc, cb) {
+          h.write(chunk).then(({ bytesWritten }) => {
+            written += bytesWritten;
+            cb();
+          }, cb);
+        },
+        writev(chunks, cb) {
+          const bufs = chunks.map((c) => c.chunk as Buffer);
+          h.writev(bufs).then(({ bytesWritten }) => {
+            written += bytesWritten;
+            cb();
+          }, cb);
+        },
+      });
       let closed = false;
       const close = async (): Promise<void> => {
         if (closed) return;
@@ -117,7 +134,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       };
       return {
         stream,
-        size: () => initial + stream.bytesWritten,
+        size: () => initial + written,
         async commit() {
           if (durable) await h.sync();
           await close();

@@ -1,0 +1,75 @@
+/** The measurements: table rows (one per scenario and metric) and the machine's limits. */
+
+export type ServerId = 'distribution' | 'berth';
+export const SERVERS: readonly ServerId[] = ['distribution', 'berth'];
+
+export interface Row {
+  /** Stable id, e.g. `mono`, `manifest-get-tag-p99`. */
+  id: string;
+  /** The scenario group (`--only` ids). */
+  group: string;
+  scenario: string;
+  unit: string;
+  better: 'higher' | 'lower';
+  /** One value per run and server. */
+  values: Record<ServerId, number[]>;
+  /** Failures per server (a failed run adds no value). */
+  errors: Record<ServerId, string[]>;
+  /** The machine limit this row is compared with (same unit). */
+  limit?: { id: string; label: string };
+  /** Not part of the comparison proper (setup timings). */
+  informational?: boolean;
+  notes: string[];
+}
+
+export interface LimitRow {
+  id: string;
+  label: string;
+  unit: string;
+  values: number[];
+  how: string;
+  error?: string;
+}
+
+export function median(xs: readonly number[]): number | undefined {
+  if (xs.length === 0) return undefined;
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+export class Results {
+  readonly rows: Row[] = [];
+  readonly limits: LimitRow[] = [];
+
+  row(id: string, init: Omit<Row, 'id' | 'values' | 'errors' | 'notes'> & { notes?: string[] }): Row {
+    let r = this.rows.find((x) => x.id === id);
+    if (!r) {
+      r = { id, ...init, notes: init.notes ?? [], values: { distribution: [], berth: [] }, errors: { distribution: [], berth: [] } };
+      this.rows.push(r);
+    }
+    return r;
+  }
+
+  limit(id: string, label: string, unit: string, how: string): LimitRow {
+    let l = this.limits.find((x) => x.id === id);
+    if (!l) {
+      l = { id, label, unit, how, values: [] };
+      this.limits.push(l);
+    }
+    return l;
+  }
+
+  limitValue(id: string): number | undefined {
+    const l = this.limits.find((x) => x.id === id);
+    return l ? median(l.values) : undefined;
+  }
+
+  /** Whether anything failed. */
+  failures(): string[] {
+    const out: string[] = [];
+    for (const r of this.rows) for (const s of SERVERS) for (const e of r.errors[s]) out.push(`${r.scenario} (${s}): ${e}`);
+    for (const l of this.limits) if (l.error) out.push(`limit ${l.label}: ${l.error}`);
+    return out;
+  }
+}

@@ -1,0 +1,36 @@
+// ESLint flat config: typescript-eslint's recommended rules plus the import layering of docs/architecture.md.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+/** Folders each layer must not import from (spec <- storage <- registry <- server <- cli). */
+const layers = {
+  'src/spec/**': ['storage', 'registry', 'server', 'cli', 'config', 'client'],
+  'src/storage/**': ['registry', 'server', 'cli', 'config', 'client'],
+  'src/registry/**': ['server', 'cli', 'config', 'client'],
+  'src/config/**': ['storage', 'registry', 'server', 'cli', 'client'],
+  'src/server/**': ['cli'],
+};
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', 'bench/results/**', 'data/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: { globals: { process: 'readonly', Buffer: 'readonly', console: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', URL: 'readonly', URLSearchParams: 'readonly', fetch: 'readonly', AbortController: 'readonly', AbortSignal: 'readonly', TextEncoder: 'readonly', TextDecoder: 'readonly', NodeJS: 'readonly', setImmediate: 'readonly', Response: 'readonly', Headers: 'readonly' } },
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-explicit-any': 'error',
+    },
+  },
+  {
+    files: ['src/**/*.ts'],
+    ignores: ['src/cli/**'],
+    rules: { 'no-console': 'error' },
+  },
+  ...Object.entries(layers).map(([files, banned]) => ({
+    files: [files],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: banned.map((b) => ({ group: [`**/${b}/*`], message: `this layer must not import from src/${b} (see docs/architecture.md)` })) }],
+    },
+  })),
+);
