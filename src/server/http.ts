@@ -35,6 +35,9 @@ export function toOciError(e: unknown, log: Logger): OciError {
   return new OciError('UNKNOWN');
 }
 
+/** Request bodies up to this size are read and discarded before an error answer, so the client sees it. */
+const DRAIN_LIMIT = 64 * 1024 * 1024;
+
 /** Renders an error as `{"errors":[…]}` with the status from the table. */
 export function sendError(req: IncomingMessage, res: ServerResponse, e: unknown, log: Logger): void {
   if (res.headersSent) {
@@ -43,10 +46,22 @@ export function sendError(req: IncomingMessage, res: ServerResponse, e: unknown,
   }
   const err = toOciError(e, log);
   const headers: Headers = { ...err.headers };
-  // A request body we did not read would desynchronise a kept-alive connection.
-  if (!req.complete) headers.Connection = 'close';
-  sendJson(res, err.status, err.toBody(), headers, req.method === 'HEAD');
-  if (!req.complete) req.resume();
+  const answer = (): void => {
+    if (!res.headersSent && !res.destroyed) sendJson(res, err.status, err.toBody(), headers, req.method === 'HEAD');
+  };
+  if (req.complete || req.readableEnded) return answer();
+  const cl = Number(req.headers['content-length']);
+  if (Number.isFinite(cl) && cl <= DRAIN_LIMIT && !req.destroyed) {
+    // Read the rest of a small unread body so the client is not cut off mid-send (EPIPE) before our answer.
+    req.once('end', answer);
+    req.once('error', () => res.destroy());
+    req.resume();
+    return;
+  }
+  // A body we will not read would desynchronise a kept-alive connection: answer, then close it.
+  headers.Connection = 'close';
+  answer();
+  req.resume();
 }
 
 /** Reads a whole body up to `limit` bytes; above it throws the given error without reading further. */
