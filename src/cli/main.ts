@@ -57,7 +57,11 @@ async function serve(args: string[]): Promise<void> {
     log.info({ msg: 'configuration', config: source });
   }
   const running = await startServer(config, log);
+  let stopping = false;
   const shutdown = (sig: string): void => {
+    // Repeated signals while draining are ignored (a supervisor may send several).
+    if (stopping) return;
+    stopping = true;
     log.info({ msg: 'draining', signal: sig });
     void running.close().then(() => {
       log.info('stopped');
@@ -65,8 +69,8 @@ async function serve(args: string[]): Promise<void> {
       process.exit(0);
     });
   };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
 function configCheck(args: string[]): void {

@@ -258,7 +258,7 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
       addr: String(get(raw, 'http.addr') ?? ':5000'),
       prefix: prefix.replace(/\/+$/, ''),
       relativeurls: bool('http.relativeurls', false),
-      drainTimeoutMs: dur('http.draintimeout', 0),
+      drainTimeoutMs: dur('http.draintimeout', 30_000),
       headers: (get(raw, 'http.headers') ?? {}) as Record<string, string[]>,
       workers: Number(get(raw, 'http.workers') ?? 1),
     },

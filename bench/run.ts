@@ -1,0 +1,194 @@
+/**
+ * `npm run bench`: Berth against Debian's docker-registry (distribution 2.8) with equivalent configurations,
+ * every scenario alternating between them, plus the machine's own limits measured in the same run.
+ * Prints one Markdown report and writes it to `--out` (default bench/results/latest.md) with the raw
+ * measurements as JSON next to it. Exits 1 when any measurement failed.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { errorText, target, type Ctx } from './context.ts';
+import { fixtures } from './fixtures.ts';
+import { measureLimits } from './limits.ts';
+import { machineFacts } from './machine.ts';
+import { USAGE, formatBytes, parseOptions, type BenchOptions } from './options.ts';
+import { Results, type ServerId } from './results.ts';
+import { chunkedPush, concurrentPush, monolithicPush, pull } from './scenarios/blobs.ts';
+import { catalog, tagsList } from './scenarios/listing.ts';
+import { blob4kRequests, manifestRequests, setupApp } from './scenarios/requests.ts';
+import { distributionVersion, ensureTools, prepareBerth, startBerth, startDistribution, toolVersions, type ProcessRss, type Running } from './servers.ts';
+import { report } from './table.ts';
+
+const started = performance.now();
+function log(s: string): void {
+  const t = ((performance.now() - started) / 1000).toFixed(0).padStart(4);
+  process.stderr.write(`[bench ${t}s] ${s}\n`);
+}
+
+interface Scenario {
+  id: string;
+  run: (ctx: Ctx) => Promise<void>;
+  /** Needs bench/app (config, layers, manifest) on both servers. */
+  needsApp?: boolean;
+}
+
+const SCENARIOS: Scenario[] = [
+  { id: 'mono', run: monolithicPush },
+  { id: 'chunked', run: chunkedPush },
+  { id: 'pull', run: pull },
+  { id: 'concurrent', run: concurrentPush },
+  { id: 'manifest', run: manifestRequests, needsApp: true },
+  { id: 'blob4k', run: blob4kRequests, needsApp: true },
+  { id: 'catalog', run: catalog, needsApp: true },
+  { id: 'tags', run: tagsList, needsApp: true },
+];
+
+function modeText(o: BenchOptions): string {
+  return [
+    o.quick ? 'quick' : 'full',
+    `${o.runs} run${o.runs === 1 ? '' : 's'} per scenario and server (alternating)`,
+    `blob ${formatBytes(o.blobSize)}, chunks ${formatBytes(o.chunkSize)}`,
+    `${o.concurrency} × ${formatBytes(o.concurrentSize)} concurrent`,
+    `${o.repos} repositories, ${o.tags} tags, n=${o.pageSize}`,
+    `${o.connections} connections × ${o.duration} s (warm-up ${o.warmup} s)`,
+    `limits on ${formatBytes(o.limitSize)}`,
+  ].join('; ');
+}
+
+function mib(n: number): number {
+  return n / 1024 / 1024;
+}
+
+function rssText(p: ProcessRss[]): string {
+  if (p.length <= 1) return `${fmtMiB(p[0]?.peak ?? 0)} MiB`;
+  return `primary ${fmtMiB(p[0]!.peak)} MiB + workers ${p
+    .slice(1)
+    .map((x) => fmtMiB(x.peak))
+    .join(' + ')} MiB`;
+}
+
+function fmtMiB(n: number): string {
+  return mib(n).toFixed(0);
+}
+
+async function main(): Promise<number> {
+  const parsed = parseOptions(process.argv.slice(2));
+  if (parsed === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const opts = parsed;
+  mkdirSync(opts.storageDir, { recursive: true });
+  ensureTools(opts.noInstall, log);
+  const launch = prepareBerth(opts.berthRuntime, log);
+  const machine = machineFacts(opts.storageDir);
+  const fx = fixtures();
+  const results = new Results();
+  const notes: string[] = [];
+  const want = (id: string): boolean => opts.only.length === 0 || opts.only.includes(id);
+
+  await measureLimits(opts, results, fx, log);
+
+  log('starting docker-registry and Berth');
+  const dist = await startDistribution({ parent: opts.storageDir });
+  let berth: Awaited<ReturnType<typeof startBerth>>;
+  try {
+    berth = await startBerth(launch, opts.berthWorkers, { parent: opts.storageDir });
+  } catch (e) {
+    await dist.stop();
+    throw e;
+  }
+  const servers: Record<ServerId, Running> = { distribution: dist, berth };
+  const ctx: Ctx = { opts, targets: [target('distribution', 'distribution', dist), target('berth', 'Berth', berth)], results, fixtures: fx, log };
+  const timeline: Array<{ after: string; peakRssBytes: Record<ServerId, number> }> = [];
+  const snapshot = (after: string): void => {
+    timeline.push({ after, peakRssBytes: { distribution: sum(dist.peakRss()), berth: sum(berth.peakRss()) } });
+  };
+  let rss: Record<ServerId, ProcessRss[]> = { distribution: [], berth: [] };
+  try {
+    const selected = SCENARIOS.filter((s) => want(s.id));
+    if (selected.some((s) => s.needsApp)) {
+      log('setup: bench/app (config, 4 layers, manifest) on both servers');
+      await setupApp(ctx);
+    }
+    for (const s of selected) {
+      try {
+        await s.run(ctx);
+      } catch (e) {
+        const msg = `scenario ${s.id} aborted: ${errorText(e)}`;
+        log(msg);
+        for (const r of results.rows.filter((x) => x.group === s.id)) for (const t of ctx.targets) if (r.values[t.id].length === 0 && r.errors[t.id].length === 0) r.errors[t.id].push(msg);
+        if (!results.rows.some((x) => x.group === s.id)) {
+          const r = results.row(s.id, { group: s.id, scenario: s.id, unit: '', better: 'higher' });
+          for (const t of ctx.targets) r.errors[t.id].push(msg);
+        }
+      }
+      snapshot(s.id);
+      for (const t of ctx.targets) {
+        if (t.running.proc.exitCode !== null || t.running.proc.signalCode !== null) throw new Error(`${t.label} died during ${s.id}:\n${t.running.logs()}`);
+      }
+    }
+    rss = { distribution: dist.peakRss(), berth: berth.peakRss() };
+    const rssRow = results.row('rss', {
+      group: 'rss',
+      scenario: 'peak RSS across the run (VmHWM, summed over the server’s processes)',
+      unit: 'MiB',
+      better: 'lower',
+      notes: [`distribution ${rssText(rss.distribution)}; Berth ${rssText(rss.berth)}`],
+    });
+    rssRow.values.distribution.push(mib(sum(rss.distribution)));
+    rssRow.values.berth.push(mib(sum(rss.berth)));
+  } finally {
+    for (const t of ctx.targets) t.client.http.close();
+    for (const [id, r] of Object.entries(servers)) {
+      const lines = r
+        .logs()
+        .split('\n')
+        .filter((l) => l.trim() !== '');
+      if (lines.length > 0) notes.push(`${id} logged ${lines.length} line(s) at warn level or above; last: ${lines[lines.length - 1]!.slice(0, 400)}`);
+    }
+    await Promise.all([dist.stop(), berth.stop()]);
+  }
+
+  const berthText = `${launch.note}; http.workers ${opts.berthWorkers}${opts.berthWorkers === 0 ? ` (one per CPU = ${berth.workers} processes)` : ''}`;
+  const md = report(
+    {
+      machine,
+      berth: berthText,
+      distribution: distributionVersion(),
+      tools: toolVersions(),
+      mode: modeText(opts),
+      elapsedSeconds: (performance.now() - started) / 1000,
+    },
+    results,
+    [
+      'both registries: filesystem storage in a fresh temp directory, deletes enabled, upload purging off, blobdescriptor cache inmemory, access log off, log level warn, 127.0.0.1',
+      'Berth fsyncs blob data and metadata before acknowledging; distribution 2.8 does not fsync',
+      ...notes,
+    ],
+  );
+  process.stdout.write(`${md}\n`);
+  mkdirSync(dirname(opts.out), { recursive: true });
+  writeFileSync(opts.out, md);
+  const json = opts.out.replace(/\.md$/, '') + '.json';
+  writeFileSync(json, `${JSON.stringify({ machine, options: opts, berth: berthText, rows: results.rows, limits: results.limits, rss, timeline }, null, 2)}\n`);
+  log(`wrote ${opts.out} and ${json}`);
+  const failures = results.failures();
+  if (failures.length > 0) {
+    log(`${failures.length} measurement(s) failed`);
+    return 1;
+  }
+  return 0;
+}
+
+function sum(p: ProcessRss[]): number {
+  return p.reduce((a, b) => a + b.peak, 0);
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(2);
+  },
+);
