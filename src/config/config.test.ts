@@ -1,0 +1,69 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ConfigError, DEFAULT_CONFIG_YAML, loadConfigText } from './config.ts';
+import { parseDuration } from './duration.ts';
+
+test('the embedded default: filesystem under ./data, :5000, deletes enabled', () => {
+  const { config, warnings } = loadConfigText(DEFAULT_CONFIG_YAML, {});
+  assert.deepEqual(warnings, []);
+  assert.equal(config.storage.driver, 'filesystem');
+  assert.equal(config.storage.rootdirectory, './data');
+  assert.equal(config.http.addr, ':5000');
+  assert.equal(config.storage.deleteEnabled, true);
+});
+
+test("distribution's defaults: root /var/lib/registry, deletes off, maxentries 1000, purging 168h/24h", () => {
+  const { config } = loadConfigText('version: 0.1\nstorage:\n  filesystem: {}\n', {});
+  assert.equal(config.storage.rootdirectory, '/var/lib/registry');
+  assert.equal(config.storage.deleteEnabled, false);
+  assert.equal(config.catalog.maxentries, 1000);
+  assert.equal(config.storage.uploadPurging.ageMs, 168 * 3600_000);
+  assert.equal(config.storage.uploadPurging.intervalMs, 24 * 3600_000);
+});
+
+test('REGISTRY_* overrides: nested keys, case-insensitive, YAML values, driver selection', () => {
+  const yaml = 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /a\nhttp:\n  addr: :5000\n';
+  const { config } = loadConfigText(yaml, {
+    REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: '/b',
+    REGISTRY_HTTP_ADDR: '127.0.0.1:6000',
+    REGISTRY_STORAGE_DELETE_ENABLED: 'true',
+    REGISTRY_HTTP_TLS_CLIENTCAS_0: '/ca.pem',
+    REGISTRY_HTTP_TLS_CERTIFICATE: '/c.pem',
+    REGISTRY_HTTP_TLS_KEY: '/k.pem',
+    REGISTRY_LOG_LEVEL: 'debug',
+  });
+  assert.equal(config.storage.rootdirectory, '/b');
+  assert.equal(config.http.addr, '127.0.0.1:6000');
+  assert.equal(config.storage.deleteEnabled, true);
+  assert.deepEqual(config.http.tls?.clientcas, ['/ca.pem']);
+  assert.equal(config.log.level, 'debug');
+  const mem = loadConfigText(yaml, { REGISTRY_STORAGE: 'inmemory' });
+  assert.equal(mem.config.storage.driver, 'inmemory');
+});
+
+test('unknown keys are warnings naming them; invalid values are errors naming key and expectation', () => {
+  const { warnings } = loadConfigText('version: 0.1\nstorage:\n  inmemory: {}\nhttp:\n  addr: :1\n  nope: 1\nfrobnicate: true\n', {});
+  assert.ok(warnings.some((w) => w.includes('http.nope')));
+  assert.ok(warnings.some((w) => w.includes('frobnicate')));
+  const bad = (yaml: string, re: RegExp): void => {
+    assert.throws(() => loadConfigText(yaml, {}), (e: unknown) => e instanceof ConfigError && re.test(e.message));
+  };
+  bad('storage:\n  inmemory: {}\n  delete:\n    enabled: yes please\n', /storage\.delete\.enabled: expected true or false/);
+  bad('storage:\n  inmemory: {}\ncatalog:\n  maxentries: -4\n', /catalog\.maxentries: expected an integer/);
+  bad('storage:\n  inmemory: {}\n  maintenance:\n    uploadpurging:\n      age: forever\n', /uploadpurging\.age: expected a duration/);
+  bad('storage:\n  filesystem: {}\n  inmemory: {}\n', /exactly one driver/);
+  bad('storage: {}\n', /exactly one driver/);
+  bad('log:\n  level: loud\nstorage:\n  inmemory: {}\n', /log\.level: expected one of/);
+  bad('storage:\n  inmemory: {}\nhttp:\n  tls:\n    certificate: /c.pem\n', /http\.tls: expected both/);
+  bad(': : :\n  - [', /not valid YAML/);
+});
+
+test('Go durations', () => {
+  assert.equal(parseDuration('168h'), 168 * 3600_000);
+  assert.equal(parseDuration('1h30m'), 90 * 60_000);
+  assert.equal(parseDuration('300ms'), 300);
+  assert.equal(parseDuration('0'), 0);
+  assert.equal(parseDuration(5_000_000_000), 5000);
+  assert.equal(parseDuration('10'), undefined);
+  assert.equal(parseDuration('1d'), undefined);
+});
