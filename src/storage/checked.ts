@@ -16,14 +16,14 @@ export function checkPath(path: string): string {
 export function checkedDriver(inner: StorageDriver): StorageDriver {
   return {
     name: inner.name,
-    getContent: (p, o) => inner.getContent(checkPath(p), o),
-    putContent: (p, d, o) => inner.putContent(checkPath(p), d, o),
-    reader: (p, off, o) => inner.reader(checkPath(p), off, o),
-    writer: (p, o) => inner.writer(checkPath(p), o),
-    stat: (p, o) => inner.stat(checkPath(p), o),
-    list: (p, o) => inner.list(checkPath(p), o),
-    move: (s, d, o) => inner.move(checkPath(s), checkPath(d), o),
-    delete: (p, o) => inner.delete(checkPath(p), o),
-    redirectUrl: (p, m) => inner.redirectUrl(checkPath(p), m),
+    getContent: async (p, o) => inner.getContent(checkPath(p), o),
+    putContent: async (p, d, o) => inner.putContent(checkPath(p), d, o),
+    reader: async (p, off, o) => inner.reader(checkPath(p), off, o),
+    writer: async (p, o) => inner.writer(checkPath(p), o),
+    stat: async (p, o) => inner.stat(checkPath(p), o),
+    list: async (p, o) => inner.list(checkPath(p), o),
+    move: async (s, d, o) => inner.move(checkPath(s), checkPath(d), o),
+    delete: async (p, o) => inner.delete(checkPath(p), o),
+    redirectUrl: async (p, m) => inner.redirectUrl(checkPath(p), m),
   };
 }

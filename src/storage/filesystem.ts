@@ -90,15 +90,12 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         await h.close();
         throw new PathNotFoundError(path);
       }
-      const end = o?.end ?? Math.max(st.size - 1, offset - 1);
-      const s: Readable = h.createReadStream({ start: offset, end, highWaterMark: o?.highWaterMark ?? 1024 * 1024 });
+      const end = Math.min(o?.end ?? st.size - 1, st.size - 1);
       if (offset > end) {
-        // Empty range: createReadStream would read to EOF without an explicit end below start.
-        s.destroy();
-        await h.close().catch(() => undefined);
+        await h.close();
         return Readable.from([]);
       }
-      return s;
+      return h.createReadStream({ start: offset, end, highWaterMark: o?.highWaterMark ?? 1024 * 1024 });
     },
 
     async writer(path, o): Promise<FileWriter> {

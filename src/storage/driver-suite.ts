@@ -1,0 +1,148 @@
+/**
+ * The shared StorageDriver test suite: every driver runs it through `runDriverSuite`, and every test leaves
+ * storage empty. (After distribution's registry/storage/driver/testsuites.)
+ */
+import { describe, test, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { checkedDriver } from './checked.ts';
+import { InvalidPathError, PathNotFoundError, type StorageDriver } from './driver.ts';
+
+export interface DriverSuiteOptions {
+  name: string;
+  create: () => Promise<StorageDriver> | StorageDriver;
+  /** Called after each test to assert nothing is left (e.g. the root directory is empty). */
+  isEmpty: (d: StorageDriver) => Promise<boolean>;
+  /** Size of the large-stream test in bytes (default 64 MiB). */
+  largeSize?: number;
+}
+
+async function readAll(r: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of r) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+export function runDriverSuite(o: DriverSuiteOptions): void {
+  describe(`storage driver: ${o.name}`, () => {
+    let d: StorageDriver;
+    const fresh = async (): Promise<StorageDriver> => (d = checkedDriver(await o.create()));
+    afterEach(async () => {
+      for (const top of ['/a', '/big', '/w', '/m', '/x']) {
+        await d.delete(top).catch(() => undefined);
+      }
+      assert.ok(await o.isEmpty(d), 'test left storage empty');
+    });
+
+    test('putContent/getContent round-trip and overwrite', async () => {
+      await fresh();
+      await d.putContent('/a/b/c', Buffer.from('one'));
+      assert.equal((await d.getContent('/a/b/c')).toString(), 'one');
+      await d.putContent('/a/b/c', Buffer.from('two!'));
+      assert.equal((await d.getContent('/a/b/c')).toString(), 'two!');
+      assert.equal((await d.stat('/a/b/c')).size, 4);
+      assert.equal((await d.stat('/a/b')).isDir, true);
+    });
+
+    test('missing paths throw PathNotFoundError', async () => {
+      await fresh();
+      await assert.rejects(d.getContent('/a/none'), PathNotFoundError);
+      await assert.rejects(d.stat('/a/none'), PathNotFoundError);
+      await assert.rejects(d.list('/a/none'), PathNotFoundError);
+      await assert.rejects(d.reader('/a/none'), PathNotFoundError);
+      await assert.rejects(d.delete('/a/none'), PathNotFoundError);
+      await assert.rejects(d.move('/a/none', '/a/other'), PathNotFoundError);
+    });
+
+    test('invalid paths are refused before reaching the driver', async () => {
+      await fresh();
+      for (const p of ['', 'a', '/a/../b', '/a/./b', '/a//b', '/a/', '/a\\b', '/a/b\0', '/a/%2e%2e', `/${'x'.repeat(2000)}`]) {
+        await assert.rejects(d.putContent(p, Buffer.from('x')), InvalidPathError, p);
+        await assert.rejects(d.getContent(p), InvalidPathError, p);
+      }
+    });
+
+    test('reader at offsets and with an inclusive end', async () => {
+      await fresh();
+      await d.putContent('/a/f', Buffer.from('0123456789'));
+      assert.equal((await readAll(await d.reader('/a/f', 3))).toString(), '3456789');
+      assert.equal((await readAll(await d.reader('/a/f', 2, { end: 4 }))).toString(), '234');
+      assert.equal((await readAll(await d.reader('/a/f', 10))).toString(), '');
+    });
+
+    test('writer: write, commit, append (resume), cancel', async () => {
+      await fresh();
+      const w = await d.writer('/w/data');
+      await pipeline(Readable.from([Buffer.from('hello ')]), w.stream);
+      await w.commit();
+      assert.equal(w.size(), 6);
+      const w2 = await d.writer('/w/data', { append: true });
+      await pipeline(Readable.from([Buffer.from('world')]), w2.stream);
+      await w2.commit();
+      assert.equal(w2.size(), 11);
+      assert.equal((await d.getContent('/w/data')).toString(), 'hello world');
+      const w3 = await d.writer('/w/other');
+      await pipeline(Readable.from([Buffer.from('gone')]), w3.stream);
+      await w3.cancel();
+      await assert.rejects(d.stat('/w/other'), PathNotFoundError);
+    });
+
+    test('a large stream round-trips with its digest', async () => {
+      await fresh();
+      const size = o.largeSize ?? 64 * 1024 * 1024;
+      const block = randomBytes(1024 * 1024);
+      const h = createHash('sha256');
+      async function* gen(): AsyncGenerator<Buffer> {
+        for (let i = 0; i < size / block.length; i++) {
+          h.update(block);
+          yield block;
+        }
+      }
+      const w = await d.writer('/big/blob');
+      await pipeline(Readable.from(gen()), w.stream);
+      await w.commit();
+      assert.equal((await d.stat('/big/blob')).size, size);
+      const h2 = createHash('sha256');
+      for await (const c of await d.reader('/big/blob')) h2.update(c as Buffer);
+      assert.equal(h2.digest('hex'), h.digest('hex'));
+    });
+
+    test('move replaces the destination and creates parents', async () => {
+      await fresh();
+      await d.putContent('/m/src', Buffer.from('new'));
+      await d.putContent('/m/x/y/dst', Buffer.from('old'));
+      await d.move('/m/src', '/m/x/y/dst');
+      assert.equal((await d.getContent('/m/x/y/dst')).toString(), 'new');
+      await assert.rejects(d.stat('/m/src'), PathNotFoundError);
+      await d.move('/m/x/y/dst', '/m/deep/er/file');
+      assert.equal((await d.getContent('/m/deep/er/file')).toString(), 'new');
+    });
+
+    test('list gives direct children; delete removes only the subtree', async () => {
+      await fresh();
+      await d.putContent('/x/a/1', Buffer.from('1'));
+      await d.putContent('/x/a/2', Buffer.from('2'));
+      await d.putContent('/x/ab/3', Buffer.from('3'));
+      await d.putContent('/x/b', Buffer.from('b'));
+      assert.deepEqual((await d.list('/x')).sort(), ['a', 'ab', 'b']);
+      assert.deepEqual((await d.list('/x/a')).sort(), ['1', '2']);
+      await d.delete('/x/a');
+      assert.deepEqual((await d.list('/x')).sort(), ['ab', 'b']);
+      assert.equal((await d.getContent('/x/ab/3')).toString(), '3');
+    });
+
+    test('concurrent writers to different files do not interfere', async () => {
+      await fresh();
+      await Promise.all(
+        Array.from({ length: 16 }, async (_, i) => {
+          const w = await d.writer(`/w/f${i}`);
+          await pipeline(Readable.from([Buffer.alloc(100_000, i)]), w.stream);
+          await w.commit();
+        }),
+      );
+      for (let i = 0; i < 16; i++) assert.deepEqual(await d.getContent(`/w/f${i}`), Buffer.alloc(100_000, i));
+    });
+  });
+}
