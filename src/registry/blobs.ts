@@ -45,10 +45,16 @@ function hashTap(hash: Hash | undefined): Transform {
   });
 }
 
+/** Blobs at most this large are served from memory once read (content by digest is immutable). */
+export const SMALL_BLOB = 64 * 1024;
+const SMALL_BLOB_CACHE_BYTES = 32 * 1024 * 1024;
+
 export class BlobStore {
   private readonly driver: StorageDriver;
   private readonly live = new Map<string, LiveHash>();
   private readonly busy = new Set<string>();
+  private readonly smallBlobs = new Map<string, Buffer>();
+  private smallBytes = 0;
 
   constructor(driver: StorageDriver) {
     this.driver = driver;
@@ -61,6 +67,8 @@ export class BlobStore {
       readLink(this.driver, P.revisionLink(name, digest)),
     ]);
     if (layer !== digest && revision !== digest) throw new OciError('BLOB_UNKNOWN', { digest });
+    const cached = this.smallBlobs.get(digest);
+    if (cached) return cached.length;
     try {
       return (await this.driver.stat(P.blobData(digest))).size;
     } catch (e) {
@@ -73,6 +81,27 @@ export class BlobStore {
   async isLinked(name: RepoName, digest: Digest): Promise<boolean> {
     const [link, data] = await Promise.all([readLink(this.driver, P.layerLink(name, digest)), exists(this.driver, P.blobData(digest))]);
     return link === digest && data;
+  }
+
+  /** The whole content of a blob of at most {@link SMALL_BLOB} bytes, from memory when possible. */
+  async readSmall(digest: Digest): Promise<Buffer> {
+    const hit = this.smallBlobs.get(digest);
+    if (hit) return hit;
+    let data: Buffer;
+    try {
+      data = await this.driver.getContent(P.blobData(digest), { maxSize: SMALL_BLOB });
+    } catch (e) {
+      if (isNotFound(e)) throw new OciError('BLOB_UNKNOWN', { digest });
+      throw e;
+    }
+    this.smallBlobs.set(digest, data);
+    this.smallBytes += data.length;
+    for (const [k, v] of this.smallBlobs) {
+      if (this.smallBytes <= SMALL_BLOB_CACHE_BYTES) break;
+      this.smallBlobs.delete(k);
+      this.smallBytes -= v.length;
+    }
+    return data;
   }
 
   /** Streams `[start, end]` (inclusive) of a blob's bytes. */

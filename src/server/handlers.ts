@@ -8,8 +8,9 @@ import { OciError } from '../spec/errors.ts';
 import { type Digest, parseDigest, tryParseDigest } from '../spec/digest.ts';
 import { MAX_MANIFEST_SIZE } from '../spec/manifest.ts';
 import { MediaType } from '../spec/media-types.ts';
-import { type RepoName, isTag, parseRepoName, parseTag } from '../spec/names.ts';
+import { type RepoName, parseRepoName, parseTag } from '../spec/names.ts';
 import type { Registry } from '../registry/registry.ts';
+import { SMALL_BLOB } from '../registry/blobs.ts';
 import type { ManifestRef } from '../registry/manifests.ts';
 import { pipeline } from 'node:stream/promises';
 import { type Headers, hasBody, parseContentRange, parseN, parseRange, readBody, send, sendJson } from './http.ts';
@@ -76,6 +77,12 @@ export async function getBlob(c: Ctx): Promise<void> {
   if (c.req.method === 'HEAD' || size === 0) {
     c.res.writeHead(status, headers);
     c.res.end();
+    return;
+  }
+  if (size <= SMALL_BLOB) {
+    const data = await c.env.registry.blobs.readSmall(digest);
+    c.res.writeHead(status, headers);
+    c.res.end(range ? data.subarray(start, end + 1) : data);
     return;
   }
   const stream = await c.env.registry.blobs.open(digest, start, end, c.signal);
@@ -287,4 +294,3 @@ export async function referrers(c: Ctx): Promise<void> {
   sendJson(c.res, 200, { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: page }, headers, c.req.method === 'HEAD');
 }
 
-export { isTag };

@@ -3,7 +3,7 @@
  * Small files are replaced atomically (`<path>.<random>.tmp`, fsync, rename, fsync of the directory);
  * writers fsync at commit, so anything acknowledged survives a crash.
  */
-import { constants as fsc, promises as fsp } from 'node:fs';
+import { constants as fsc, promises as fsp, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -13,6 +13,19 @@ export interface FilesystemOptions {
   rootdirectory: string;
   /** fsync files and directories before acknowledging (default true). */
   fsync?: boolean;
+  /** Small files (links, manifests) kept in memory, revalidated by a stat on every read (default 100,000). */
+  smallFileCacheEntries?: number;
+}
+
+/** Files at most this large are kept in the small-file cache. */
+const SMALL_FILE = 64 * 1024;
+
+interface CachedFile {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  data: Buffer;
 }
 
 const NOT_FOUND = new Set(['ENOENT', 'ENOTDIR', 'EISDIR']);
@@ -35,6 +48,11 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   const root = opts.rootdirectory;
   const durable = opts.fsync ?? true;
   const full = (p: string): string => join(root, p);
+  const maxCached = opts.smallFileCacheEntries ?? 100_000;
+  // Link files and manifests are read on every pull. A synchronous stat of a local file costs about a
+  // microsecond, far less than the thread-pool round trips of open/fstat/read/close; the cached bytes are
+  // used only while inode, size, mtime and ctime are unchanged (every putContent renames a new inode in).
+  const small = new Map<string, CachedFile>();
 
   async function ensureParent(file: string): Promise<void> {
     await fsp.mkdir(dirname(file), { recursive: true });
@@ -45,19 +63,29 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
 
     async getContent(path, o) {
       const max = o?.maxSize ?? 4 * 1024 * 1024;
+      const file = full(path);
+      let st;
       try {
-        const h = await fsp.open(full(path), 'r');
-        try {
-          const st = await h.stat();
-          if (st.isDirectory()) throw new PathNotFoundError(path);
-          if (st.size > max) throw new RangeError(`file ${path} is ${st.size} bytes, above the ${max} limit`);
-          return await h.readFile();
-        } finally {
-          await h.close();
-        }
+        st = statSync(file, { throwIfNoEntry: false });
       } catch (e) {
         return mapError(e, path);
       }
+      if (!st || st.isDirectory()) throw new PathNotFoundError(path);
+      const hit = small.get(file);
+      if (hit && hit.ino === st.ino && hit.size === st.size && hit.mtimeMs === st.mtimeMs && hit.ctimeMs === st.ctimeMs) return hit.data;
+      if (st.size > max) throw new RangeError(`file ${path} is ${st.size} bytes, above the ${max} limit`);
+      let data: Buffer;
+      try {
+        data = await fsp.readFile(file);
+      } catch (e) {
+        return mapError(e, path);
+      }
+      if (data.length > max) throw new RangeError(`file ${path} is ${data.length} bytes, above the ${max} limit`);
+      if (data.length === st.size && st.size <= SMALL_FILE && maxCached > 0) {
+        if (small.size >= maxCached) small.delete(small.keys().next().value as string);
+        small.set(file, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, data });
+      }
+      return data;
     },
 
     async putContent(path, data) {
