@@ -89,16 +89,19 @@ export class ManifestStore {
     this.cache = new ContentCache(cacheBytes);
   }
 
-  /** Resolves a tag or digest to a digest that is a revision of `name`, else `MANIFEST_UNKNOWN`. */
+  /**
+   * Resolves a tag or digest to a digest that is a revision of `name`, else `MANIFEST_UNKNOWN`.
+   * A tag's target is trusted to be a revision: deleting a revision deletes the tags pointing at it
+   * (here and in distribution), so the extra link read is spent only on lookups by digest.
+   */
   async resolve(name: RepoName, ref: ManifestRef): Promise<Digest> {
-    let digest: Digest | undefined;
     if (ref.tag !== undefined) {
-      digest = await readLink(this.driver, P.tagCurrentLink(name, ref.tag));
+      const digest = await readLink(this.driver, P.tagCurrentLink(name, ref.tag));
       if (!digest) throw await this.unknown(name, { tag: ref.tag });
-    } else {
-      digest = ref.digest.digest;
+      return digest;
     }
-    if ((await readLink(this.driver, P.revisionLink(name, digest))) !== digest) throw await this.unknown(name, ref.tag ?? digest);
+    const digest = ref.digest.digest;
+    if ((await readLink(this.driver, P.revisionLink(name, digest))) !== digest) throw await this.unknown(name, digest);
     return digest;
   }
 

@@ -60,10 +60,19 @@ export function createApp(opts: AppOptions): (req: IncomingMessage, res: ServerR
         });
       });
     }
-    const ac = new AbortController();
-    res.once('close', () => {
-      if (!res.writableFinished) ac.abort();
-    });
+    // The abort signal is made on first use only: most requests (manifest and small blob reads) never need it.
+    let ac: AbortController | undefined;
+    const signal = (): AbortSignal => {
+      if (!ac) {
+        const c = (ac = new AbortController());
+        if (res.destroyed && !res.writableFinished) c.abort();
+        else
+          res.once('close', () => {
+            if (!res.writableFinished) c.abort();
+          });
+      }
+      return ac.signal;
+    };
     const fail = (e: unknown): void => sendError(req, res, e, log);
     try {
       if (prefix) {
@@ -81,7 +90,18 @@ export function createApp(opts: AppOptions): (req: IncomingMessage, res: ServerR
         sendJson(res, 200, {}, {}, method === 'HEAD');
         return;
       }
-      const ctx: H.Ctx = { req, res, env: opts, log, query, name: '' as H.Ctx['name'], ref: route.ref ?? '', signal: ac.signal };
+      const ctx: H.Ctx = {
+        req,
+        res,
+        env: opts,
+        log,
+        query,
+        name: '' as H.Ctx['name'],
+        ref: route.ref ?? '',
+        get signal() {
+          return signal();
+        },
+      };
       let handler: Handler | undefined;
       if (route.id === 'catalog') {
         handler = H.catalog;

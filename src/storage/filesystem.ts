@@ -5,7 +5,7 @@
  */
 import { constants as fsc, promises as fsp, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { type FileInfo, type FileWriter, PathNotFoundError, type StorageDriver } from './driver.ts';
 
@@ -47,7 +47,9 @@ async function fsyncDir(dir: string): Promise<void> {
 export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   const root = opts.rootdirectory;
   const durable = opts.fsync ?? true;
-  const full = (p: string): string => join(root, p);
+  const base = root.endsWith('/') ? root.slice(0, -1) : root;
+  // Paths reach here validated by checkedDriver (absolute, no `.`/`..`), so concatenation is safe.
+  const full = (p: string): string => base + p;
   const maxCached = opts.smallFileCacheEntries ?? 100_000;
   // Link files and manifests are read on every pull. A synchronous stat of a local file costs about a
   // microsecond, far less than the thread-pool round trips of open/fstat/read/close; the cached bytes are
