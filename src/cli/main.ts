@@ -3,13 +3,16 @@ import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { ConfigError, loadConfig } from '../config/config.ts';
-import { createLogger, startServer } from '../server/serve.ts';
+import { createLogger, openRegistry, startServer } from '../server/serve.ts';
 
 const USAGE = `usage: berth <command> [options]
 
 commands:
   serve [config.yml]          run the registry (default: embedded config, ./data, :5000)
   config check <config.yml>   validate a configuration file without starting
+  referrers rebuild [config.yml]
+                              rebuild the referrers index from the stored manifests
+                              (e.g. after serving storage written by distribution)
   version                     print the version
 
 The configuration path may also come from REGISTRY_CONFIGURATION_PATH; REGISTRY_* variables override keys.`;
@@ -86,6 +89,18 @@ function configCheck(args: string[]): void {
   }
 }
 
+async function referrersRebuild(args: string[]): Promise<void> {
+  let loaded;
+  try {
+    loaded = loadConfig(args[0]);
+  } catch (e) {
+    if (e instanceof ConfigError) fail(e.message, 2);
+    throw e;
+  }
+  const r = await openRegistry(loaded.config).rebuildReferrers();
+  process.stdout.write(`indexed ${r.referrers} referrers in ${r.repositories} repositories\n`);
+}
+
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
@@ -94,6 +109,9 @@ async function main(argv: string[]): Promise<void> {
     case 'config':
       if (rest[0] === 'check') return configCheck(rest.slice(1));
       return fail(`unknown config command ${rest[0] ?? ''}\n${USAGE}`, 2);
+    case 'referrers':
+      if (rest[0] === 'rebuild') return referrersRebuild(rest.slice(1));
+      return fail(`unknown referrers command ${rest[0] ?? ''}\n${USAGE}`, 2);
     case 'version':
     case '--version':
       process.stdout.write('berth 0.1.0\n');

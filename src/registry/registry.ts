@@ -28,6 +28,23 @@ export class Registry {
     return catalogPage(this.driver, n, last);
   }
 
+  /** Rebuilds the referrer index of every repository from its manifests; returns referrers indexed. */
+  async rebuildReferrers(): Promise<{ repositories: number; referrers: number }> {
+    let repositories = 0;
+    let referrers = 0;
+    let last: string | undefined;
+    for (;;) {
+      const page = await this.catalog(1000, last);
+      for (const name of page.repositories) {
+        repositories++;
+        referrers += await this.manifests.rebuildReferrers(name as RepoName);
+      }
+      if (!page.more || page.repositories.length === 0) break;
+      last = page.repositories[page.repositories.length - 1];
+    }
+    return { repositories, referrers };
+  }
+
   /**
    * Removes upload sessions whose `startedat` is older than `olderThanMs` (distribution's upload purging).
    * With `dryRun`, only reports them.

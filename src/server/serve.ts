@@ -37,6 +37,11 @@ const DRIVERS: Record<BerthConfig['storage']['driver'], (c: BerthConfig) => Stor
   inmemory: () => inmemoryDriver(),
 };
 
+/** The registry over the configured storage, without a server (for maintenance commands). */
+export function openRegistry(config: BerthConfig): Registry {
+  return new Registry({ driver: checkedDriver(DRIVERS[config.storage.driver](config)), deleteEnabled: config.storage.deleteEnabled });
+}
+
 export function createLogger(config: BerthConfig): Logger {
   return pino({ level: config.log.level, base: { service: 'berth', ...config.log.fields }, redact: { paths: ['req.headers.authorization', 'authorization', 'password'], remove: true } });
 }

@@ -212,3 +212,40 @@ describe('server behaviour', () => {
     }
   });
 });
+
+describe('maintenance', () => {
+  test('berth referrers rebuild restores the referrer index from manifests (storage written without one)', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'berth-rebuild-'));
+    const root = join(tmp, 'data');
+    let reg = await startBerth({ root });
+    const img = await pushImage(reg.url, 'rb/repo', 'v1');
+    const empty = blob('{}');
+    await pushBlob(reg.url, 'rb/repo', empty);
+    const art = {
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      artifactType: 'application/vnd.example.sig',
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: empty.digest, size: 2 },
+      layers: [{ mediaType: 'application/vnd.oci.empty.v1+json', digest: empty.digest, size: 2 }],
+      subject: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: img.digest, size: img.body.length },
+    };
+    const artBody = JSON.stringify(art);
+    const put = await req(`${reg.url}/v2/rb/repo/manifests/${sha256(artBody)}`, { method: 'PUT', body: artBody, headers: { 'Content-Type': art.mediaType } });
+    assert.equal(put.status, 201);
+    await reg.stop({ keep: true });
+    rmSync(join(root, 'docker/registry/v2/repositories/rb/repo/_referrers'), { recursive: true });
+    const cfg = join(tmp, 'config.yml');
+    writeFileSync(cfg, `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${root}\n`);
+    const r = spawnSync(process.execPath, [join(PROJECT_ROOT, 'node_modules/tsx/dist/cli.mjs'), join(PROJECT_ROOT, 'src/cli/main.ts'), 'referrers', 'rebuild', cfg], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /indexed 1 referrers in 1 repositories/);
+    reg = await startBerth({ root });
+    try {
+      const idx = (await req(`${reg.url}/v2/rb/repo/referrers/${img.digest}`)).json() as { manifests: Array<{ digest: string }> };
+      assert.deepEqual(idx.manifests.map((m) => m.digest), [sha256(artBody)]);
+    } finally {
+      await reg.stop();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
