@@ -209,6 +209,17 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
   else if (drivers[0] !== 'filesystem' && drivers[0] !== 'inmemory') errors.push(`storage.${drivers[0]}: driver not supported yet (supported: filesystem, inmemory)`);
   else driver = drivers[0];
 
+  // An auth section Berth cannot enforce yet must not start a silently open registry.
+  if (isObj(raw.auth) && Object.keys(raw.auth).length > 0) {
+    errors.push(`auth.${Object.keys(raw.auth)[0]}: authentication is not supported by this version of Berth; refusing to start without it`);
+  }
+  for (const section of ['notifications', 'redis', 'proxy', 'middleware', 'health', 'validation', 'policy', 'reporting']) {
+    const v = raw[section];
+    if (isObj(v) && Object.keys(v).length > 0) warnings.push(`${section}: not implemented by this version of Berth (ignored)`);
+  }
+  for (const key of ['redirect', 'cache']) {
+    if (isObj(storage[key])) warnings.push(`storage.${key}: not implemented by this version of Berth (ignored)`);
+  }
   const tlsRaw = get(raw, 'http.tls');
   if (isObj(tlsRaw) && (tlsRaw.certificate || tlsRaw.key) && !(tlsRaw.certificate && tlsRaw.key)) {
     errors.push('http.tls: expected both certificate and key');
