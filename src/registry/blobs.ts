@@ -4,7 +4,7 @@
  * their size and digest were verified. Live hashes stay in this process; anything else is re-hashed.
  */
 import { randomUUID, type Hash } from 'node:crypto';
-import { Transform, type Readable } from 'node:stream';
+import { Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { OciError } from '../spec/errors.ts';
 import { type Digest, type ParsedDigest, newHash } from '../spec/digest.ts';
@@ -108,6 +108,19 @@ export class BlobStore {
   async open(digest: Digest, start: number, end: number, signal?: AbortSignal): Promise<Readable> {
     try {
       return await this.driver.reader(P.blobData(digest), start, { end, signal, highWaterMark: 1024 * 1024 });
+    } catch (e) {
+      if (isNotFound(e)) throw new OciError('BLOB_UNKNOWN', { digest });
+      throw e;
+    }
+  }
+
+  /** Writes `[start, end]` (inclusive) of a blob into `dest` (not ending it), with the driver's fast path if any. */
+  async send(digest: Digest, start: number, end: number, dest: Writable, onOpen: () => void, signal?: AbortSignal): Promise<void> {
+    try {
+      if (this.driver.sendTo) return await this.driver.sendTo(P.blobData(digest), dest, { start, end, onOpen });
+      const r = await this.driver.reader(P.blobData(digest), start, { end, signal, highWaterMark: 1024 * 1024 });
+      onOpen();
+      await pipeline(r, dest, { end: false });
     } catch (e) {
       if (isNotFound(e)) throw new OciError('BLOB_UNKNOWN', { digest });
       throw e;

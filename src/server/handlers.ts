@@ -12,7 +12,6 @@ import { type RepoName, parseRepoName, parseTag } from '../spec/names.ts';
 import type { Registry } from '../registry/registry.ts';
 import { SMALL_BLOB } from '../registry/blobs.ts';
 import type { ManifestRef } from '../registry/manifests.ts';
-import { pipeline } from 'node:stream/promises';
 import { type Headers, hasBody, parseContentRange, parseN, parseRange, readBody, send, sendJson } from './http.ts';
 import { packState, unpackState } from './upload-state.ts';
 
@@ -85,9 +84,9 @@ export async function getBlob(c: Ctx): Promise<void> {
     c.res.end(range ? data.subarray(start, end + 1) : data);
     return;
   }
-  const stream = await c.env.registry.blobs.open(digest, start, end, c.signal);
-  c.res.writeHead(status, headers);
-  await pipeline(stream, c.res);
+  // Headers are written once the file is open: a blob that vanished since the stat still gets a clean 404.
+  await c.env.registry.blobs.send(digest, start, end, c.res, () => c.res.writeHead(status, headers), c.signal);
+  c.res.end();
 }
 
 /** end-10 DELETE /v2/<name>/blobs/<digest>. */

@@ -2,7 +2,8 @@
  * The one wrapper that validates every path for every driver: absolute, no empty, `.` or `..`
  * components, a conservative character set, bounded length. Nothing outside the root can be named.
  */
-import { InvalidPathError, type StorageDriver } from './driver.ts';
+import type { Writable } from 'node:stream';
+import { InvalidPathError, type SendOptions, type StorageDriver } from './driver.ts';
 
 const PATH = /^(?:\/[A-Za-z0-9._:+-]+)+$|^\/$/;
 const MAX_PATH = 1024;
@@ -14,7 +15,9 @@ export function checkPath(path: string): string {
 }
 
 export function checkedDriver(inner: StorageDriver): StorageDriver {
+  const sendTo = inner.sendTo?.bind(inner);
   return {
+    ...(sendTo ? { sendTo: async (p: string, dest: Writable, o: SendOptions) => sendTo(checkPath(p), dest, o) } : {}),
     name: inner.name,
     getContent: async (p, o) => inner.getContent(checkPath(p), o),
     putContent: async (p, d, o) => inner.putContent(checkPath(p), d, o),

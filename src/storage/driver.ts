@@ -30,6 +30,13 @@ export interface FileWriter {
   close(): Promise<void>;
 }
 
+export interface SendOptions {
+  start: number;
+  end: number;
+  /** Called once the file is open, before the first byte is written (e.g. to write response headers). */
+  onOpen?: () => void;
+}
+
 export interface StorageDriver {
   readonly name: string;
   /** Reads a whole small file. Throws {@link PathNotFoundError}; refuses files above `maxSize` (default 4 MiB). */
@@ -48,6 +55,11 @@ export interface StorageDriver {
   move(src: string, dst: string, opts?: IoOptions): Promise<void>;
   /** Deletes a file or a whole subtree. Throws {@link PathNotFoundError} when absent. */
   delete(path: string, opts?: IoOptions): Promise<void>;
+  /**
+   * Optional fast path: writes bytes `[start, end]` (inclusive) of a file into `dest` (not ending it).
+   * Throws {@link PathNotFoundError} before writing anything when the file is absent.
+   */
+  sendTo?(path: string, dest: Writable, opts: SendOptions): Promise<void>;
   /** A URL a client may be redirected to for reading, or undefined when the driver has none. */
   redirectUrl(path: string, method: 'GET' | 'HEAD'): Promise<string | undefined>;
 }

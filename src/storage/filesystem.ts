@@ -3,10 +3,12 @@
  * Small files are replaced atomically (`<path>.<random>.tmp`, fsync, rename, fsync of the directory);
  * writers fsync at commit, so anything acknowledged survives a crash.
  */
-import { constants as fsc, promises as fsp, statSync } from 'node:fs';
+import { constants as fsc, open as openCb, promises as fsp, statSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import { Readable, Writable } from 'node:stream';
+import { sendFileRange } from './file-sender.ts';
 import { type FileInfo, type FileWriter, PathNotFoundError, type StorageDriver } from './driver.ts';
 
 export interface FilesystemOptions {
@@ -31,6 +33,7 @@ interface CachedFile {
   data: Buffer;
 }
 
+const openFd = promisify(openCb);
 const NOT_FOUND = new Set(['ENOENT', 'ENOTDIR', 'EISDIR']);
 
 function mapError(e: unknown, path: string): never {
@@ -240,6 +243,19 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         return mapError(e, path);
       }
       await fsp.rm(p, { recursive: true, force: true });
+    },
+
+    async sendTo(path, dest, o) {
+      // A raw descriptor (not a FileHandle, which would close itself on garbage collection);
+      // sendFileRange owns and closes it.
+      let fd: number;
+      try {
+        fd = await openFd(full(path), 'r');
+      } catch (e) {
+        return mapError(e, path);
+      }
+      o.onOpen?.();
+      return sendFileRange(fd, o.start, o.end, dest);
     },
 
     async redirectUrl() {

@@ -70,6 +70,40 @@ describe('base and pull', () => {
     assert.equal((await req(url, { headers: { Range: 'bytes=0-1,3-4' } })).status, 416);
   });
 
+  test('end-2: a multi-megabyte blob streams whole and in ranges across buffer boundaries', async () => {
+    const data = Buffer.alloc(3 * 1024 * 1024 + 123);
+    for (let i = 0; i + 4 <= data.length; i += 4) data.writeUInt32BE(i, i);
+    const b = blob(data);
+    await pushBlob(base, 'pull/large', b);
+    const url = `${base}/v2/pull/large/blobs/${b.digest}`;
+    assert.equal(sha256((await req(url)).body), b.digest);
+    for (const [s, e] of [[0, 1024 * 1024], [1024 * 1024 - 5, 2 * 1024 * 1024 + 7], [data.length - 10, data.length - 1]] as const) {
+      const r = await req(url, { headers: { Range: `bytes=${s}-${e}` } });
+      assert.equal(r.status, 206);
+      assert.deepEqual(r.body, data.subarray(s, e + 1));
+    }
+  });
+
+  test('end-2: clients that hang up mid-download leak no descriptors and the server keeps serving', async () => {
+    const data = Buffer.alloc(8 * 1024 * 1024, 5);
+    const b = blob(data);
+    await pushBlob(base, 'pull/abort', b);
+    const { readdirSync } = await import('node:fs');
+    const fds = (): number => readdirSync(`/proc/${reg.proc.pid}/fd`).length;
+    const before = fds();
+    for (let i = 0; i < 10; i++) {
+      const ac = new AbortController();
+      const r = await fetch(`${base}/v2/pull/abort/blobs/${b.digest}`, { signal: ac.signal });
+      const reader = r.body!.getReader();
+      await reader.read();
+      ac.abort();
+      await reader.cancel().catch(() => undefined);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(fds() <= before + 2, `descriptors: ${before} before, ${fds()} after`);
+    assert.equal(sha256((await req(`${base}/v2/pull/abort/blobs/${b.digest}`)).body), b.digest);
+  });
+
   test('end-2: unknown blob is BLOB_UNKNOWN; blob of another repository is not served', async () => {
     const r = await req(`${base}/v2/pull/blob/blobs/${sha256('missing')}`);
     assert.equal(r.status, 404);
