@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { ConfigError, loadConfig } from '../config/config.ts';
-import { createLogger, openRegistry, startServer } from '../server/serve.ts';
+import { createLogger, loadSecret, openRegistry, startServer } from '../server/serve.ts';
 
 const USAGE = `usage: berth <command> [options]
 
@@ -37,7 +37,13 @@ async function serve(args: string[]): Promise<void> {
   if (workers > 1 && cluster.isPrimary) {
     for (const w of warnings) log.warn(w);
     log.info({ msg: 'starting workers', workers, config: source });
-    for (let i = 0; i < workers; i++) cluster.fork();
+    // Every worker must sign upload URLs with the same secret: settle it once, here.
+    const secret = config.http.secret ?? (await loadSecret(config, openRegistry(config).driver, log));
+    cluster.setupPrimary({ silent: false });
+    const fork = (): void => {
+      cluster.fork({ REGISTRY_HTTP_SECRET: secret });
+    };
+    for (let i = 0; i < workers; i++) fork();
     let stopping = false;
     const stop = (): void => {
       stopping = true;
@@ -51,7 +57,7 @@ async function serve(args: string[]): Promise<void> {
         return;
       }
       log.error({ pid: w.process.pid, code, signal }, 'worker died; restarting');
-      cluster.fork();
+      fork();
     });
     return;
   }

@@ -43,11 +43,11 @@ export function openRegistry(config: BerthConfig): Registry {
 }
 
 export function createLogger(config: BerthConfig): Logger {
-  return pino({ level: config.log.level, base: { service: 'berth', ...config.log.fields }, redact: { paths: ['req.headers.authorization', 'authorization', 'password'], remove: true } });
+  return pino({ level: config.log.level, base: { service: 'berth', pid: process.pid, ...config.log.fields }, redact: { paths: ['req.headers.authorization', 'authorization', 'password'], remove: true } });
 }
 
 /** The http.secret: configured, else one persisted in storage so upload URLs survive restarts. */
-async function loadSecret(config: BerthConfig, driver: StorageDriver, log: Logger): Promise<string> {
+export async function loadSecret(config: BerthConfig, driver: StorageDriver, log: Logger): Promise<string> {
   if (config.http.secret) return config.http.secret;
   try {
     return (await driver.getContent(SECRET_PATH, { maxSize: 1024 })).toString('utf8');

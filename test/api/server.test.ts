@@ -249,3 +249,46 @@ describe('maintenance', () => {
     }
   });
 });
+
+describe('workers', () => {
+  test('http.workers: uploads continue across worker processes (shared generated secret, re-hash at commit)', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'berth-workers-'));
+    const root = join(tmp, 'data');
+    const reg = await startBerth({ root, configYaml: `version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: ${root}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n  workers: 2\n` });
+    const { request } = await import('node:http');
+    // Each request on a new connection, so the cluster spreads them over both workers.
+    const call = (method: string, url: string, body?: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> =>
+      new Promise((ok, fail) => {
+        const r = request(url, { method, agent: false, headers: { ...headers, 'Content-Length': String(body?.length ?? 0) } }, (res) => {
+          res.resume();
+          res.on('end', () => ok({ status: res.statusCode ?? 0, headers: res.headers }));
+        });
+        r.on('error', fail);
+        r.end(body);
+      });
+    try {
+      const data = Buffer.alloc(600_000, 4);
+      data.write('workers', 0);
+      const b = blob(data);
+      for (let round = 0; round < 3; round++) {
+        const start = await call('POST', `${reg.url}/v2/workers/repo${round}/blobs/uploads/`);
+        assert.equal(start.status, 202);
+        let loc = start.headers.location as string;
+        for (let off = 0; off < data.length; off += 200_000) {
+          const p = await call('PATCH', loc, data.subarray(off, off + 200_000), { 'Content-Range': `${off}-${off + 199_999}` });
+          assert.equal(p.status, 202, `PATCH at ${off}`);
+          loc = p.headers.location as string;
+        }
+        const u = new URL(loc);
+        u.searchParams.set('digest', b.digest);
+        assert.equal((await call('PUT', u.toString())).status, 201);
+      }
+      const pids = new Set(reg.logs().split('\n').filter((l) => l.includes('"msg":"listening"')).map((l) => (JSON.parse(l) as { pid: number }).pid));
+      assert.equal(pids.size, 2, 'two workers listening');
+      assert.equal(sha256((await req(`${reg.url}/v2/workers/repo2/blobs/${b.digest}`)).body), b.digest);
+    } finally {
+      await reg.stop();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
