@@ -22,16 +22,19 @@ function fail(message: string, code = 1): never {
   process.exit(code);
 }
 
-async function serve(args: string[]): Promise<void> {
-  const { positionals } = parseArgs({ args, allowPositionals: true, strict: true });
-  let loaded;
+/** Loads the configuration or exits with status 2 and the problems. */
+function configOrExit(path: string | undefined): ReturnType<typeof loadConfig> {
   try {
-    loaded = loadConfig(positionals[0]);
+    return loadConfig(path);
   } catch (e) {
     if (e instanceof ConfigError) fail(e.message, 2);
     throw e;
   }
-  const { config, warnings, source } = loaded;
+}
+
+async function serve(args: string[]): Promise<void> {
+  const { positionals } = parseArgs({ args, allowPositionals: true, strict: true });
+  const { config, warnings, source } = configOrExit(positionals[0]);
   const log = createLogger(config);
   const workers = config.http.workers === 0 ? availableParallelism() : config.http.workers;
   if (workers > 1 && cluster.isPrimary) {
@@ -96,14 +99,7 @@ function configCheck(args: string[]): void {
 }
 
 async function referrersRebuild(args: string[]): Promise<void> {
-  let loaded;
-  try {
-    loaded = loadConfig(args[0]);
-  } catch (e) {
-    if (e instanceof ConfigError) fail(e.message, 2);
-    throw e;
-  }
-  const r = await openRegistry(loaded.config).rebuildReferrers();
+  const r = await openRegistry(configOrExit(args[0]).config).rebuildReferrers();
   process.stdout.write(`indexed ${r.referrers} referrers in ${r.repositories} repositories\n`);
 }
 

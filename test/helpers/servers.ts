@@ -49,7 +49,7 @@ function peak(pid: number | undefined): number {
   }
 }
 
-function wrap(proc: ChildProcess, root: string, port: number, tmp: string | undefined, output: string[]): RunningRegistry {
+function wrap(proc: ChildProcess, root: string, port: number, tmp: string | undefined, output: string[], cfgDir: string): RunningRegistry {
   const exited = new Promise<number | null>((ok) => proc.once('exit', (code) => ok(code)));
   return {
     url: `http://127.0.0.1:${port}`,
@@ -65,6 +65,7 @@ function wrap(proc: ChildProcess, root: string, port: number, tmp: string | unde
       const code = await exited;
       clearTimeout(kill);
       if (tmp && !opts.keep) rmSync(tmp, { recursive: true, force: true });
+      rmSync(cfgDir, { recursive: true, force: true });
       return code;
     },
   };
@@ -135,14 +136,7 @@ ${opts.extraYaml ?? ''}`,
       fail(new Error(`berth exited with ${code} before listening:\n${output.join('')}`));
     });
   });
-  const r = wrap(proc, root, actualPort, tmp, output);
-  const stop = r.stop;
-  r.stop = async (o) => {
-    const code = await stop(o);
-    rmSync(cfgDir, { recursive: true, force: true });
-    return code;
-  };
-  return r;
+  return wrap(proc, root, actualPort, tmp, output, cfgDir);
 }
 
 /** Starts Debian's docker-registry (distribution 2.8) on a free loopback port over `root`. */
@@ -189,12 +183,5 @@ http:
     if (Date.now() > deadline) throw new Error(`docker-registry did not start: ${output.join('')}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-  const r = wrap(proc, root, port, tmp, output);
-  const stop = r.stop;
-  r.stop = async (o) => {
-    const code = await stop(o);
-    rmSync(cfgDir, { recursive: true, force: true });
-    return code;
-  };
-  return r;
+  return wrap(proc, root, port, tmp, output, cfgDir);
 }
