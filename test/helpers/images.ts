@@ -319,35 +319,72 @@ export function addArtifact(layout: OciLayout, opts: { subject: Descriptor; arti
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// one-call builders: a fresh layout directory with one tagged manifest
+// skopeo `dir:` transport
 
-export function buildImage(dir: string, tag: string, opts: ImageOptions = {}): { layout: OciLayout; image: BuiltImage } {
-  const layout = new OciLayout(dir);
-  const image = addImage(layout, opts);
-  layout.tag(tag, image.desc);
-  return { layout, image };
+export type Built = BuiltImage | BuiltIndex | BuiltArtifact;
+
+/**
+ * Writes `m` and everything it references, from `layout`, as a skopeo `dir:` directory (`version`,
+ * `manifest.json`, `<hex>.manifest.json` for list instances, blobs named by hex digest). skopeo 1.9 reads only
+ * OCI media types from `oci:` layouts, so Docker schema2 images and manifest lists travel through `dir:`.
+ * Returns the `dir:` reference.
+ */
+export function writeDirTransport(layout: OciLayout, m: Built, target: string): string {
+  mkdirSync(target, { recursive: true });
+  writeFileSync(join(target, 'version'), 'Directory Transport Version: 1.1\n');
+  writeFileSync(join(target, 'manifest.json'), m.manifest);
+  const copy = (digest: string): void => writeFileSync(join(target, digest.slice('sha256:'.length)), readFileSync(layout.blobPath(digest)));
+  if (m.kind === 'index') {
+    for (const i of m.images) writeFileSync(join(target, `${i.digest.slice('sha256:'.length)}.manifest.json`), i.manifest);
+  }
+  for (const d of blobDigests(m).layers) copy(d);
+  return `dir:${target}`;
 }
 
-export function buildDockerImage(dir: string, tag: string, opts: Omit<ImageOptions, 'format'> = {}): { layout: OciLayout; image: BuiltImage } {
+/** The manifest digest of a skopeo `dir:` directory (sha256 of its `manifest.json`). */
+export function dirTransportDigest(dir: string): string {
+  return sha256(readFileSync(join(dir, 'manifest.json')));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// one-call builders: a fresh layout directory with one tagged manifest, plus the reference skopeo copies from
+
+export interface BuiltSource<T extends Built> {
+  layout: OciLayout;
+  built: T;
+  /** What `skopeo copy` reads: `oci:<dir>:<tag>`, or `dir:<dir>.dir` for Docker media types. */
+  src: string;
+}
+
+function source<T extends Built>(layout: OciLayout, built: T, tag: string): BuiltSource<T> {
+  layout.tag(tag, built.desc);
+  const docker = built.mediaType === MT.dockerManifest || built.mediaType === MT.dockerList;
+  return { layout, built, src: docker ? writeDirTransport(layout, built, `${layout.dir}.dir`) : layout.ref(tag) };
+}
+
+/** A single-platform image (OCI by default, `format: 'docker'` for schema2). */
+export function buildImage(dir: string, tag: string, opts: ImageOptions = {}): BuiltSource<BuiltImage> {
+  const layout = new OciLayout(dir);
+  return source(layout, addImage(layout, opts), tag);
+}
+
+export function buildDockerImage(dir: string, tag: string, opts: Omit<ImageOptions, 'format'> = {}): BuiltSource<BuiltImage> {
   return buildImage(dir, tag, { ...opts, format: 'docker' });
 }
 
-export function buildMultiArch(dir: string, tag: string, opts: Parameters<typeof addIndex>[1] = {}): { layout: OciLayout; index: BuiltIndex } {
+/** An OCI image index (or, with `format: 'docker'`, a manifest list) over amd64 + arm64/v8 by default. */
+export function buildMultiArch(dir: string, tag: string, opts: Parameters<typeof addIndex>[1] = {}): BuiltSource<BuiltIndex> {
   const layout = new OciLayout(dir);
-  const index = addIndex(layout, opts);
-  layout.tag(tag, index.desc);
-  return { layout, index };
+  return source(layout, addIndex(layout, opts), tag);
 }
 
-export function buildArtifact(dir: string, tag: string, opts: Parameters<typeof addArtifact>[1]): { layout: OciLayout; artifact: BuiltArtifact } {
+export function buildArtifact(dir: string, tag: string, opts: Parameters<typeof addArtifact>[1]): BuiltSource<BuiltArtifact> {
   const layout = new OciLayout(dir);
-  const artifact = addArtifact(layout, opts);
-  layout.tag(tag, artifact.desc);
-  return { layout, artifact };
+  return source(layout, addArtifact(layout, opts), tag);
 }
 
 /** Every blob digest (config, layers, child manifests) reachable from a built manifest, manifest itself excluded. */
-export function blobDigests(m: BuiltImage | BuiltIndex | BuiltArtifact): { layers: string[]; manifests: string[] } {
+export function blobDigests(m: Built): { layers: string[]; manifests: string[] } {
   if (m.kind === 'image') return { layers: [m.config.digest, ...m.layers.map((l) => l.desc.digest)], manifests: [] };
   if (m.kind === 'artifact') return { layers: [m.config.digest, ...m.layers.map((l) => l.digest)], manifests: [] };
   const layers: string[] = [];
