@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { ConfigError, loadConfig } from '../config/config.ts';
-import { createLogger, loadSecret, openRegistry, startServer } from '../server/serve.ts';
+import { createLogger, loadSecret, openRegistry } from '../server/setup.ts';
 
 const USAGE = `usage: berth <command> [options]
 
@@ -68,6 +68,8 @@ async function serve(args: string[]): Promise<void> {
     for (const w of warnings) log.warn(w);
     log.info({ msg: 'configuration', config: source });
   }
+  // The HTTP server is loaded only where it serves, so a cluster primary stays small.
+  const { startServer } = await import('../server/serve.ts');
   const running = await startServer(config, log);
   let stopping = false;
   const shutdown = (sig: string): void => {

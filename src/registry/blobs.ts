@@ -4,7 +4,7 @@
  * their size and digest were verified. Live hashes stay in this process; anything else is re-hashed.
  */
 import { randomUUID, type Hash } from 'node:crypto';
-import { Transform, type Readable, type Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { OciError } from '../spec/errors.ts';
 import { type Digest, type ParsedDigest, newHash } from '../spec/digest.ts';
@@ -34,20 +34,10 @@ interface LiveHash {
   offset: number;
 }
 
-/** Builds a pass-through that feeds every chunk to `hash`. */
-function hashTap(hash: Hash | undefined): Transform {
-  return new Transform({
-    highWaterMark: 1024 * 1024,
-    transform(chunk: Buffer, _enc, cb) {
-      hash?.update(chunk);
-      cb(null, chunk);
-    },
-  });
-}
 
 /** Blobs at most this large are served from memory once read (content by digest is immutable). */
 export const SMALL_BLOB = 64 * 1024;
-const SMALL_BLOB_CACHE_BYTES = 32 * 1024 * 1024;
+const SMALL_BLOB_CACHE_BYTES = 16 * 1024 * 1024;
 
 export class BlobStore {
   private readonly driver: StorageDriver;
@@ -210,7 +200,13 @@ export class BlobStore {
     }
     const writer = await this.driver.writer(P.uploadData(name, id), { append: true, signal: opts.signal });
     try {
-      await pipeline(body, hashTap(live?.hash), writer.stream, { signal: opts.signal });
+      // The hash sees each chunk as it flows to the writer: a 'data' listener beside the pipe costs
+      // nothing extra, where a Transform in the middle would add a buffer and a queue per chunk.
+      // Both listeners are attached in this tick, before the body starts flowing.
+      const done = pipeline(body, writer.stream, { signal: opts.signal });
+      const hash = live?.hash;
+      if (hash) body.on('data', (c: Buffer) => hash.update(c));
+      await done;
     } catch (e) {
       // Bytes that reached the file are a valid prefix; keep them but drop the (now unreliable) live hash.
       this.live.delete(id);

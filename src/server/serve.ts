@@ -5,19 +5,16 @@
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { SecureVersion } from 'node:tls';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import type { BerthConfig } from '../config/config.ts';
-import { checkedDriver } from '../storage/checked.ts';
-import type { StorageDriver } from '../storage/driver.ts';
-import { isNotFound } from '../storage/driver.ts';
-import { filesystemDriver } from '../storage/filesystem.ts';
-import { inmemoryDriver } from '../storage/memory.ts';
-import { Registry } from '../registry/registry.ts';
+import type { Registry } from '../registry/registry.ts';
 import { createApp } from './app.ts';
+import { createLogger, loadSecret, openRegistry } from './setup.ts';
+
+export { createLogger, loadSecret, openRegistry };
 
 export interface RunningServer {
   server: Server;
@@ -27,37 +24,6 @@ export interface RunningServer {
   port: number;
   /** Stops accepting, waits for in-flight requests up to the drain timeout, then closes everything. */
   close(): Promise<void>;
-}
-
-const SECRET_PATH = '/berth/http-secret';
-
-/** Explicit table of storage drivers (no registration by import side effect). */
-const DRIVERS: Record<BerthConfig['storage']['driver'], (c: BerthConfig) => StorageDriver> = {
-  filesystem: (c) => filesystemDriver({ rootdirectory: resolve(c.storage.rootdirectory) }),
-  inmemory: () => inmemoryDriver(),
-};
-
-/** The registry over the configured storage, without a server (for maintenance commands). */
-export function openRegistry(config: BerthConfig): Registry {
-  return new Registry({ driver: checkedDriver(DRIVERS[config.storage.driver](config)), deleteEnabled: config.storage.deleteEnabled });
-}
-
-export function createLogger(config: BerthConfig): Logger {
-  return pino({ level: config.log.level, base: { service: 'berth', pid: process.pid, ...config.log.fields }, redact: { paths: ['req.headers.authorization', 'authorization', 'password'], remove: true } });
-}
-
-/** The http.secret: configured, else one persisted in storage so upload URLs survive restarts. */
-export async function loadSecret(config: BerthConfig, driver: StorageDriver, log: Logger): Promise<string> {
-  if (config.http.secret) return config.http.secret;
-  try {
-    return (await driver.getContent(SECRET_PATH, { maxSize: 1024 })).toString('utf8');
-  } catch (e) {
-    if (!isNotFound(e)) throw e;
-  }
-  const secret = randomBytes(32).toString('hex');
-  await driver.putContent(SECRET_PATH, Buffer.from(secret));
-  log.warn('http.secret is not set; generated one and stored it in the storage root (set http.secret when running several instances)');
-  return secret;
 }
 
 export function parseAddr(addr: string): { host?: string; port: number } {
@@ -70,9 +36,8 @@ export function parseAddr(addr: string): { host?: string; port: number } {
 }
 
 export async function startServer(config: BerthConfig, log: Logger = createLogger(config)): Promise<RunningServer> {
-  const driver = checkedDriver(DRIVERS[config.storage.driver](config));
-  const registry = new Registry({ driver, deleteEnabled: config.storage.deleteEnabled });
-  const secret = await loadSecret(config, driver, log);
+  const registry = openRegistry(config);
+  const secret = await loadSecret(config, registry.driver, log);
   const app = createApp({
     registry,
     secret,

@@ -9,7 +9,7 @@ import type { Writable } from 'node:stream';
 
 const BUFFER_SIZE = 1024 * 1024;
 const PER_TRANSFER = 3;
-const POOL_MAX = 48;
+const POOL_MAX = 12;
 const pool: Buffer[] = [];
 let allocated = 0;
 

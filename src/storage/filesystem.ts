@@ -15,7 +15,7 @@ export interface FilesystemOptions {
   rootdirectory: string;
   /** fsync files and directories before acknowledging (default true). */
   fsync?: boolean;
-  /** Small files (links, manifests) kept in memory, revalidated by a stat on every read (default 100,000). */
+  /** Small files (links, manifests) kept in memory, revalidated by a stat on every read (default 50,000). */
   smallFileCacheEntries?: number;
 }
 
@@ -56,7 +56,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   const base = root.endsWith('/') ? root.slice(0, -1) : root;
   // Paths reach here validated by checkedDriver (absolute, no `.`/`..`), so concatenation is safe.
   const full = (p: string): string => base + p;
-  const maxCached = opts.smallFileCacheEntries ?? 100_000;
+  const maxCached = opts.smallFileCacheEntries ?? 50_000;
   // Link files and manifests are read on every pull. A synchronous stat of a local file costs about a
   // microsecond, far less than the thread-pool round trips of open/fstat/read/close; the cached bytes are
   // used only while inode, size, mtime and ctime are unchanged (every putContent renames a new inode in).
@@ -164,7 +164,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       // A plain Writable over the handle: fs.WriteStream with autoClose:false never emits 'close', which
       // stream.pipeline waits for; and we need the descriptor open after 'finish' to fsync it.
       const stream = new Writable({
-        highWaterMark: 1024 * 1024,
+        highWaterMark: 256 * 1024,
         write(chunk: Buffer, _enc, cb) {
           h.write(chunk).then(({ bytesWritten }) => {
             progress(bytesWritten);
