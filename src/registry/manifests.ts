@@ -80,6 +80,7 @@ function describe(digest: Digest, body: Buffer): StoredManifest {
 
 export class ManifestStore {
   private readonly cache: ContentCache;
+  private readonly tagLists = new Map<string, { version: string; tags: string[] }>();
 
   constructor(
     private readonly driver: StorageDriver,
@@ -188,17 +189,37 @@ export class ManifestStore {
     if (subject) await remove(this.driver, P.referrerLink(name, subject, digest).slice(0, -'/link'.length));
   }
 
-  /** All tags of a repository in byte order; `NAME_UNKNOWN` when the repository does not exist. */
-  async tags(name: RepoName): Promise<string[]> {
-    let names: string[];
+  /**
+   * All tags of a repository in byte order; `NAME_UNKNOWN` when the repository does not exist.
+   * The sorted listing is reused while the tags directory's version token (inode, nanosecond times, link
+   * count) is unchanged, so paging through thousands of tags does not re-read and re-sort them each time.
+   */
+  async tags(name: RepoName): Promise<readonly string[]> {
+    const dir = P.tagsDir(name);
+    let version: string | undefined;
     try {
-      names = await this.driver.list(P.tagsDir(name));
+      version = (await this.driver.stat(dir)).version;
     } catch (e) {
       if (!isNotFound(e)) throw e;
+      this.tagLists.delete(name);
       if (!(await exists(this.driver, P.manifestsDir(name)))) throw new OciError('NAME_UNKNOWN', { name });
       return [];
     }
-    return names.filter((n) => !n.endsWith('.tmp')).sort(byteCompare);
+    const hit = this.tagLists.get(name);
+    if (hit && version !== undefined && hit.version === version) return hit.tags;
+    let names: string[];
+    try {
+      names = await this.driver.list(dir);
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      return [];
+    }
+    const tags = names.filter((n) => !n.endsWith('.tmp')).sort(byteCompare);
+    if (version !== undefined) {
+      if (this.tagLists.size >= 1000) this.tagLists.delete(this.tagLists.keys().next().value as string);
+      this.tagLists.set(name, { version, tags });
+    }
+    return tags;
   }
 
   /** Descriptors of the manifests whose `subject` is `subject`, optionally filtered by artifact type. */

@@ -240,14 +240,14 @@ export async function listTags(c: Ctx): Promise<void> {
   const last = c.query.get('last') ?? undefined;
   if (c.env.maxTags !== undefined && (n === undefined || n > c.env.maxTags)) n = c.env.maxTags;
   const all = await c.env.registry.manifests.tags(c.name);
+  // First tag after `last` (binary search: the list is sorted byte-wise).
   let start = 0;
   if (last !== undefined) {
-    start = all.length;
-    for (let i = 0; i < all.length; i++) {
-      if (all[i]! > last) {
-        start = i;
-        break;
-      }
+    let hi = all.length;
+    while (start < hi) {
+      const mid = (start + hi) >>> 1;
+      if (all[mid]! <= last) start = mid + 1;
+      else hi = mid;
     }
   }
   const page = n === undefined ? all.slice(start) : all.slice(start, start + n);

@@ -10,6 +10,11 @@ export interface FileInfo {
   size: number;
   modTime: Date;
   isDir: boolean;
+  /**
+   * An opaque token that changes whenever the entry changes (for a directory: whenever an entry is added or
+   * removed), when the driver can provide one; lets callers cache listings safely.
+   */
+  version?: string;
 }
 
 export interface IoOptions {

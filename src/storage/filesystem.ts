@@ -209,8 +209,10 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
 
     async stat(path): Promise<FileInfo> {
       try {
-        const st = await fsp.stat(full(path));
-        return { path, size: st.size, modTime: st.mtime, isDir: st.isDirectory() };
+        const st = await fsp.stat(full(path), { bigint: true });
+        // Nanosecond times plus the link count (which counts subdirectories) and the inode.
+        const version = `${st.ino}:${st.mtimeNs}:${st.ctimeNs}:${st.nlink}:${st.size}`;
+        return { path, size: Number(st.size), modTime: new Date(Number(st.mtimeMs)), isDir: st.isDirectory(), version };
       } catch (e) {
         return mapError(e, path);
       }

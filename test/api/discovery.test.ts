@@ -207,3 +207,22 @@ describe('discovery', () => {
     assert.equal((await req(`${base}/v2/idx/repo/manifests/multi`)).headers.get('content-type'), OCI_INDEX);
   });
 });
+
+describe('tags list cache', () => {
+  test('end-8a: the listing follows tags added and deleted in quick succession', async () => {
+    const img = await pushImage(base, 'tagcache/repo', 't000');
+    const body = JSON.parse(img.body.toString()) as Record<string, unknown>;
+    const expected = ['t000'];
+    for (let i = 1; i <= 30; i++) {
+      const tag = `t${String(i).padStart(3, '0')}`;
+      assert.equal((await putManifest(base, 'tagcache/repo', tag, body)).status, 201);
+      expected.push(tag);
+      if (i % 3 === 0) {
+        const gone = expected.splice(expected.length - 2, 1)[0]!;
+        assert.equal((await req(`${base}/v2/tagcache/repo/manifests/${gone}`, { method: 'DELETE' })).status, 202);
+      }
+      const listed = ((await req(`${base}/v2/tagcache/repo/tags/list`)).json() as { tags: string[] }).tags;
+      assert.deepEqual(listed, expected, `after ${tag}`);
+    }
+  });
+});
