@@ -22,14 +22,43 @@ export interface CatalogPage {
   more: boolean;
 }
 
-export async function catalogPage(driver: StorageDriver, n: number, last?: string): Promise<CatalogPage> {
+/** Sorted listings of large directories, reused while the directory's version token is unchanged. */
+export type ListingCache = Map<string, { version?: string; entries: string[] }>;
+const CACHE_MIN_ENTRIES = 64;
+
+async function sortedListing(driver: StorageDriver, path: string, cache: ListingCache | undefined): Promise<string[]> {
+  const known = cache?.get(path);
+  if (!cache || !known) {
+    const entries = (await listOrEmpty(driver, path)).sort(byteCompare);
+    // Remember large directories; their listing is cached from the next visit on.
+    if (cache && entries.length >= CACHE_MIN_ENTRIES) {
+      if (cache.size >= 256) cache.delete(cache.keys().next().value as string);
+      cache.set(path, { entries: [] });
+    }
+    return entries;
+  }
+  // The token is read before listing: a change after it makes the next token differ, never a stale hit.
+  const version = await driver.stat(path).then(
+    (s) => s.version,
+    () => undefined,
+  );
+  if (version !== undefined && known.version === version) return known.entries;
+  const entries = (await listOrEmpty(driver, path)).sort(byteCompare);
+  if (version !== undefined) {
+    known.version = version;
+    known.entries = entries;
+  }
+  return entries;
+}
+
+export async function catalogPage(driver: StorageDriver, n: number, last?: string, cache?: ListingCache): Promise<CatalogPage> {
   const lastParts = last ? last.split('/') : undefined;
   const out: string[] = [];
   let more = false;
 
   /** Visits `parts` (a directory under repositories/); returns false to stop the walk. */
   async function visit(parts: string[], children: string[]): Promise<boolean> {
-    const entries = children.filter((c) => !c.startsWith('_') && !c.endsWith('.tmp')).sort(byteCompare);
+    const entries = children.filter((c) => !c.startsWith('_') && !c.endsWith('.tmp'));
     for (const entry of entries) {
       const path = [...parts, entry];
       let cmp = 1;
@@ -38,7 +67,7 @@ export async function catalogPage(driver: StorageDriver, n: number, last?: strin
         cmp = compareComponents(path, prefix);
         if (cmp < 0) continue; // entirely before `last`
       }
-      const grand = await listOrEmpty(driver, `${REPOSITORIES}/${path.join('/')}`);
+      const grand = await sortedListing(driver, `${REPOSITORIES}/${path.join('/')}`, cache);
       if (grand.length === 0) continue;
       // cmp === 0: `path` is `last` or one of its ancestors; itself is not emitted, its subtree may be.
       const afterLast = !lastParts || compareComponents(path, lastParts) > 0;
@@ -54,7 +83,7 @@ export async function catalogPage(driver: StorageDriver, n: number, last?: strin
     return true;
   }
 
-  if (n > 0) await visit([], await listOrEmpty(driver, REPOSITORIES));
+  if (n > 0) await visit([], await sortedListing(driver, REPOSITORIES, cache));
   else more = (await listOrEmpty(driver, REPOSITORIES)).length > 0;
   return { repositories: out, more };
 }

@@ -2,7 +2,7 @@
 import type { RepoName } from '../spec/names.ts';
 import type { StorageDriver } from '../storage/driver.ts';
 import { BlobStore } from './blobs.ts';
-import { catalogPage, type CatalogPage, uploadDirs } from './catalog.ts';
+import { catalogPage, type CatalogPage, type ListingCache, uploadDirs } from './catalog.ts';
 import { type RegistryOptions, listOrEmpty, remove } from './context.ts';
 import { ManifestStore } from './manifests.ts';
 import * as P from './paths.ts';
@@ -24,8 +24,10 @@ export class Registry {
     this.manifests = new ManifestStore(opts.driver, this.blobs, opts.manifestCacheBytes ?? 64 * 1024 * 1024);
   }
 
+  private readonly listings: ListingCache = new Map();
+
   catalog(n: number, last?: string): Promise<CatalogPage> {
-    return catalogPage(this.driver, n, last);
+    return catalogPage(this.driver, n, last, this.listings);
   }
 
   /** Rebuilds the referrer index of every repository from its manifests; returns referrers indexed. */

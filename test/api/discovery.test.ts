@@ -226,3 +226,34 @@ describe('tags list cache', () => {
     }
   });
 });
+
+describe('catalog listing cache', () => {
+  test('catalog: a large namespace stays fresh as repositories are added and removed', async () => {
+    const config = blob('{"shared":"config"}');
+    await pushBlob(base, 'many/r000', config);
+    const m = { schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config.digest, size: config.size }, layers: [] };
+    const names: string[] = [];
+    for (let i = 0; i < 70; i++) {
+      const name = `many/r${String(i).padStart(3, '0')}`;
+      if (i > 0) await req(`${base}/v2/${name}/blobs/uploads/?mount=${config.digest}&from=many/r000`, { method: 'POST' });
+      assert.equal((await putManifest(base, name, 'v1', m)).status, 201);
+      names.push(name);
+    }
+    const list = async (): Promise<string[]> => {
+      const out: string[] = [];
+      let url: string | undefined = `${base}/v2/_catalog?n=50`;
+      while (url) {
+        const r = await req(url);
+        out.push(...(r.json() as { repositories: string[] }).repositories);
+        const link = r.headers.get('link');
+        url = link ? `${base}${/<([^>]+)>/.exec(link)![1]}` : undefined;
+      }
+      return out.filter((n) => n.startsWith('many/'));
+    };
+    assert.deepEqual(await list(), names);
+    assert.deepEqual(await list(), names, 'second pass (cached listing)');
+    await req(`${base}/v2/many/r070/blobs/uploads/?mount=${config.digest}&from=many/r000`, { method: 'POST' });
+    assert.equal((await putManifest(base, 'many/r070', 'v1', m)).status, 201);
+    assert.deepEqual(await list(), [...names, 'many/r070']);
+  });
+});
