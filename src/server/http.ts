@@ -44,6 +44,13 @@ export function sendError(req: IncomingMessage, res: ServerResponse, e: unknown,
     res.destroy();
     return;
   }
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (res.destroyed || code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ABORT_ERR') {
+    // The client went away: nobody to answer, nothing unexpected to report.
+    log.debug({ code, method: req.method, path: req.url?.split('?')[0] }, 'client closed the connection');
+    res.destroy();
+    return;
+  }
   const err = toOciError(e, log);
   const headers: Headers = { ...err.headers };
   const answer = (): void => {
