@@ -56,6 +56,7 @@ test('unknown keys are warnings naming them; invalid values are errors naming ke
   bad('log:\n  level: loud\nstorage:\n  inmemory: {}\n', /log\.level: expected one of/);
   bad('storage:\n  inmemory: {}\nhttp:\n  tls:\n    certificate: /c.pem\n', /http\.tls: expected both/);
   bad(': : :\n  - [', /not valid YAML/);
+  bad('storage:\n  inmemory: {}\nhttp:\n  addr: nowhere\n', /http\.addr: expected host:port/);
   bad('storage:\n  inmemory: {}\nauth:\n  htpasswd:\n    realm: r\n    path: /p\n', /auth\.htpasswd: authentication is not supported/);
 });
 

@@ -220,6 +220,11 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
   for (const key of ['redirect', 'cache']) {
     if (isObj(storage[key])) warnings.push(`storage.${key}: not implemented by this version of Berth (ignored)`);
   }
+  if (get(raw, 'http.net') === 'unix') errors.push('http.net: unix sockets are not supported by this version of Berth; use tcp');
+  const addr = get(raw, 'http.addr');
+  if (addr !== undefined && addr !== null && !/^(?:\[[^\]]+\]|[^:]*):\d{1,5}$/.test(String(addr))) {
+    errors.push(`http.addr: expected host:port or :port, got ${JSON.stringify(addr)}`);
+  }
   const tlsRaw = get(raw, 'http.tls');
   if (isObj(tlsRaw) && (tlsRaw.certificate || tlsRaw.key) && !(tlsRaw.certificate && tlsRaw.key)) {
     errors.push('http.tls: expected both certificate and key');
