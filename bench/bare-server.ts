@@ -1,19 +1,20 @@
 /**
  * The bare Node server: the least a registry must do, as a ceiling for Berth.
  *
- *   PUT|POST /push/…[?fsync=1][&digest=sha256:…]  sha256 of the body while writing it to a fresh file
- *                                                 (fsync before answering with ?fsync=1); 201 + digest.
+ *   PUT|POST /push/…[?fsync=1][&digest=sha256:…]  sha256 of the body while writing it to a fresh file in
+ *                                                 ~1 MiB writev batches, one write in flight while the
+ *                                                 next batch arrives (fsync before answering with
+ *                                                 ?fsync=1); 201 + digest.
  *   GET /stream?size=N                             N bytes of a repeated 1 MiB buffer (loopback ceiling).
  *   GET /                                          200 (readiness).
  *
  * Usage: node --import tsx bench/bare-server.ts <directory>   (prints {"port":N} when listening)
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { once } from 'node:events';
-import { createWriteStream, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import { PATTERN, PATTERN_SIZE } from './data.ts';
+import { PATTERN, PATTERN_SIZE, drained } from './data.ts';
 
 const dir = process.argv[2];
 if (!dir) {
@@ -21,32 +22,44 @@ if (!dir) {
   process.exit(2);
 }
 
+/** Batches the body into ~1 MiB writev calls on a file handle, one write in flight while receiving. */
 async function push(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): Promise<void> {
   const file = join(dir!, randomUUID());
-  const out = createWriteStream(file, { highWaterMark: 1024 * 1024 });
+  const h = await fsp.open(file, 'w');
   const hash = createHash('sha256');
   let size = 0;
   try {
+    let batch: Buffer[] = [];
+    let batchBytes = 0;
+    let inflight: Promise<void> | undefined;
+    const flush = async (): Promise<void> => {
+      if (inflight) await inflight;
+      const bufs = batch;
+      const n = batchBytes;
+      batch = [];
+      batchBytes = 0;
+      inflight = h.writev(bufs).then((r) => {
+        if (r.bytesWritten !== n) throw new Error(`short write: ${r.bytesWritten} of ${n}`);
+      });
+    };
     for await (const chunk of req) {
       const b = chunk as Buffer;
       hash.update(b);
       size += b.length;
-      if (!out.write(b)) await once(out, 'drain');
+      batch.push(b);
+      batchBytes += b.length;
+      if (batchBytes >= 1024 * 1024) await flush();
     }
-    out.end();
-    await once(out, 'finish');
-    if (query.get('fsync') === '1') {
-      const h = await fsp.open(file, 'r+');
-      await h.sync();
-      await h.close();
-    }
+    if (batchBytes > 0) await flush();
+    if (inflight) await inflight;
+    if (query.get('fsync') === '1') await h.sync();
     const digest = `sha256:${hash.digest('hex')}`;
     const expected = query.get('digest');
     const ok = expected === null || expected === digest;
     res.writeHead(ok ? 201 : 400, { 'Docker-Content-Digest': digest, 'Content-Length': 0, 'X-Size': size });
     res.end();
   } finally {
-    out.destroy();
+    await h.close();
     await fsp.rm(file, { force: true });
   }
 }
@@ -57,10 +70,7 @@ async function stream(res: ServerResponse, size: number): Promise<void> {
   while (left > 0) {
     const n = Math.min(left, PATTERN_SIZE);
     left -= n;
-    if (!res.write(n === PATTERN_SIZE ? PATTERN : PATTERN.subarray(0, n))) {
-      await Promise.race([once(res, 'drain'), once(res, 'close')]);
-      if (res.destroyed) return;
-    }
+    if (!res.write(n === PATTERN_SIZE ? PATTERN : PATTERN.subarray(0, n))) await drained(res);
   }
   res.end();
 }

@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, RegistryClient } from './client.ts';
 import type { Fixtures } from './fixtures.ts';
+import type { Ceilings } from './limits.ts';
 import type { LoadResult } from './load.ts';
 import type { BenchOptions } from './options.ts';
 import type { Results, Row, ServerId } from './results.ts';
@@ -18,6 +19,8 @@ export interface Target {
 
 export interface Ctx {
   opts: BenchOptions;
+  /** The machine's ceilings, measured inside each scenario's alternation. */
+  ceilings: Ceilings;
   /** Distribution first, Berth second. */
   targets: Target[];
   results: Results;
@@ -29,11 +32,16 @@ export function target(id: ServerId, label: string, running: Running): Target {
   return { id, label, running, client: new RegistryClient(new Client(running.url)) };
 }
 
-/** Runs `fn` `runs` times per server, alternating which server goes first. */
-export async function alternate(ctx: Ctx, runs: number, fn: (t: Target, run: number) => Promise<void>): Promise<void> {
+/**
+ * Runs `fn` `runs` times per server and, when given, `ceiling` once per run: the participants take turns,
+ * and the order rotates from one run to the next so that none is always first or last.
+ */
+export async function alternate(ctx: Ctx, runs: number, fn: (t: Target, run: number) => Promise<void>, ceiling?: (run: number) => Promise<void>): Promise<void> {
   for (let run = 0; run < runs; run++) {
-    const order = run % 2 === 0 ? ctx.targets : [...ctx.targets].reverse();
-    for (const t of order) await fn(t, run);
+    const turns: Array<() => Promise<void>> = ctx.targets.map((t) => () => fn(t, run));
+    if (ceiling) turns.push(() => ceiling(run));
+    const k = run % turns.length;
+    for (const turn of [...turns.slice(k), ...turns.slice(0, k)]) await turn();
   }
 }
 

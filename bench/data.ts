@@ -4,7 +4,6 @@
  * allocated; digests are computed by hashing the same slices the upload writes.
  */
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 
 export const PATTERN_SIZE = 1024 * 1024;
@@ -26,6 +25,9 @@ function pseudoRandom(size: number, seed: number): Buffer {
 }
 
 export const PATTERN: Buffer = pseudoRandom(PATTERN_SIZE, 0x5eed1234);
+
+/** Digests by `size:seed`, so that a blob generated again (for the other server) is not hashed again. */
+const digests = new Map<string, string>();
 
 /** A blob of `size` bytes: PATTERN repeated, its first 64 bytes replaced by a header naming `seed`. */
 export class PatternBlob {
@@ -62,9 +64,15 @@ export class PatternBlob {
   /** `sha256:<hex>`, computed once (outside any timing). */
   get digest(): string {
     if (this.cachedDigest === undefined) {
-      const h = createHash('sha256');
-      for (const s of this.slices()) h.update(s);
-      this.cachedDigest = `sha256:${h.digest('hex')}`;
+      const key = `${this.size}:${this.seed}`;
+      let d = digests.get(key);
+      if (d === undefined) {
+        const h = createHash('sha256');
+        for (const s of this.slices()) h.update(s);
+        d = `sha256:${h.digest('hex')}`;
+        digests.set(key, d);
+      }
+      this.cachedDigest = d;
     }
     return this.cachedDigest;
   }
@@ -72,12 +80,35 @@ export class PatternBlob {
   /** Writes [start, end) to `out` with backpressure; does not end it. */
   async writeTo(out: Writable, start = 0, end = this.size): Promise<void> {
     for (const s of this.slices(start, end)) {
-      if (!out.write(s)) {
-        await Promise.race([once(out, 'drain'), once(out, 'close')]);
-        if (out.destroyed) throw new Error('request stream closed while writing the body');
-      }
+      if (!out.write(s)) await drained(out);
     }
   }
+}
+
+/** Resolves on 'drain'; rejects when the stream closes or fails first. Leaves no listener behind. */
+export function drained(out: Writable): Promise<void> {
+  return new Promise((ok, fail) => {
+    const cleanup = (): void => {
+      out.off('drain', onDrain);
+      out.off('close', onClose);
+      out.off('error', onError);
+    };
+    const onDrain = (): void => {
+      cleanup();
+      ok();
+    };
+    const onClose = (): void => {
+      cleanup();
+      fail(new Error('stream closed while writing'));
+    };
+    const onError = (e: Error): void => {
+      cleanup();
+      fail(e);
+    };
+    out.on('drain', onDrain);
+    out.on('close', onClose);
+    out.on('error', onError);
+  });
 }
 
 /** A small blob held in memory (configs, 4 KiB layers, manifests). */

@@ -1,7 +1,9 @@
 /**
- * The machine's own limits, measured in the same run: sha256, sequential disk write/read in the storage
- * directory, loopback HTTP streaming and push ceilings through the bare Node server, and nginx serving a
- * manifest and a 4 KiB blob as static files (the request-rate ceilings).
+ * The machine's own limits, measured in the same run. sha256 and sequential disk write/read in the storage
+ * directory are measured first. The ceilings the scenarios are compared with — loopback streaming, the
+ * bare Node push server, a trivial Node server's request rate, nginx serving the manifest and a 4 KiB blob
+ * as static files — are {@link Ceilings} measured inside each scenario's alternation, next to the two
+ * registries, so that a machine whose load drifts during the run skews both sides alike.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -12,10 +14,10 @@ import { Client } from './client.ts';
 import { MB, errorText, settle } from './context.ts';
 import { PATTERN, PATTERN_SIZE, PatternBlob } from './data.ts';
 import type { Fixtures } from './fixtures.ts';
-import { hey, wrk, type LoadResult } from './load.ts';
+import { hey, wrk, type LoadOptions, type LoadResult } from './load.ts';
 import { formatBytes, type BenchOptions } from './options.ts';
 import type { Results } from './results.ts';
-import { startBare, startNginx } from './servers.ts';
+import { startBare, startNginx, type Running } from './servers.ts';
 
 export const LIMIT = {
   sha256: 'sha256',
@@ -27,6 +29,7 @@ export const LIMIT = {
   barePush: 'bare-push',
   barePushSync: 'bare-push-fsync',
   barePushConcurrent: 'bare-push-concurrent',
+  nodeHello: 'node-hello',
   nginxManifestGet: 'nginx-manifest-get',
   nginxManifestHead: 'nginx-manifest-head',
   nginxBlob4k: 'nginx-blob-4k',
@@ -84,15 +87,16 @@ async function disk(dir: string, bytes: number): Promise<DiskResult> {
 function recordLoad(results: Results, id: string, label: string, how: string, r: LoadResult): void {
   const l = results.limit(id, label, 'req/s', how);
   if (r.errors > 0) l.error = `${r.errors} errors: ${r.errorDetail ?? ''}`;
-  else l.values.push(r.rps);
+  else results.record(l, r.rps);
 }
 
-export async function measureLimits(opts: BenchOptions, results: Results, fx: Fixtures, log: (s: string) => void): Promise<void> {
+/** sha256 and the disk, before anything else runs. */
+export async function measureStaticLimits(opts: BenchOptions, results: Results, log: (s: string) => void): Promise<void> {
   const runs = opts.runs;
   const sizeLabel = formatBytes(opts.limitSize);
   log(`limits: sha256 and disk (${sizeLabel})`);
   const sha = results.limit(LIMIT.sha256, 'sha256 (node crypto, one core)', 'MB/s', `hash ${sizeLabel} of a 1 MiB buffer`);
-  for (let i = 0; i < runs; i++) sha.values.push(sha256Throughput(opts.limitSize));
+  for (let i = 0; i < runs; i++) results.record(sha, sha256Throughput(opts.limitSize));
 
   const probeDir = mkdtempSync(join(opts.storageDir, 'bench-disk-'));
   try {
@@ -104,10 +108,10 @@ export async function measureLimits(opts: BenchOptions, results: Results, fx: Fi
       await settle();
       try {
         const d = await disk(probeDir, opts.limitSize);
-        w.values.push(d.write);
-        ws.values.push(d.writeSync);
-        r.values.push(d.read);
-        if (d.direct !== undefined) rd.values.push(d.direct);
+        results.record(w, d.write);
+        results.record(ws, d.writeSync);
+        results.record(r, d.read);
+        if (d.direct !== undefined) results.record(rd, d.direct);
         else rd.error = 'dd iflag=direct failed';
       } catch (e) {
         w.error = errorText(e);
@@ -116,72 +120,151 @@ export async function measureLimits(opts: BenchOptions, results: Results, fx: Fi
   } finally {
     rmSync(probeDir, { recursive: true, force: true });
   }
+}
 
-  log('limits: bare Node server (loopback stream, push)');
-  const bare = await startBare(opts.storageDir);
-  const client = new Client(bare.url);
-  try {
-    const blobLabel = formatBytes(opts.blobSize);
-    const lo = results.limit(LIMIT.loopback, 'loopback HTTP, trivial Node server streaming', 'MB/s', `GET ${blobLabel} from a repeated buffer, read and discarded by the harness client`);
-    const bp = results.limit(LIMIT.barePush, 'bare Node push: sha256 + write to file', 'MB/s', `PUT ${blobLabel}; the server hashes while writing a file (push ceiling)`);
-    const bps = results.limit(LIMIT.barePushSync, 'bare Node push + fsync', 'MB/s', 'the same, fsync before the 201');
-    const bpc = results.limit(
-      LIMIT.barePushConcurrent,
-      `bare Node push, ${opts.concurrency} concurrent`,
-      'MB/s',
-      `${opts.concurrency} × ${formatBytes(opts.concurrentSize)} at once, aggregate`,
-    );
-    for (let i = 0; i < runs; i++) {
-      try {
-        let t0 = performance.now();
-        const got = await client.request('GET', `/stream?size=${opts.blobSize}`, { discard: true, expect: [200] });
-        lo.values.push(got.bytes / MB / ((performance.now() - t0) / 1000));
+/**
+ * The reference servers (bare Node server, nginx), kept running through the benchmark; each method takes
+ * one measurement of a ceiling and records it (or its failure) in the results.
+ */
+export class Ceilings {
+  private warmed = new Set<string>();
 
-        for (const [row, fsync] of [
-          [bp, false],
-          [bps, true],
-        ] as const) {
-          const blob = new PatternBlob(opts.blobSize, `limit-${i}-${fsync}`);
-          const digest = blob.digest;
-          await settle();
-          t0 = performance.now();
-          await client.request('PUT', `/push/x?digest=${digest}${fsync ? '&fsync=1' : ''}`, { body: { blob }, expect: [201] });
-          row.values.push(blob.size / MB / ((performance.now() - t0) / 1000));
-        }
+  private constructor(
+    private readonly opts: BenchOptions,
+    private readonly results: Results,
+    private readonly bare: Running | undefined,
+    private readonly client: Client | undefined,
+    private readonly nginx: Running | undefined,
+  ) {}
 
-        const blobs = Array.from({ length: opts.concurrency }, (_, k) => new PatternBlob(opts.concurrentSize, `limit-conc-${i}-${k}`));
-        for (const b of blobs) void b.digest;
-        await settle();
-        t0 = performance.now();
-        await Promise.all(blobs.map((b) => client.request('PUT', `/push/x?digest=${b.digest}`, { body: { blob: b }, expect: [201] })));
-        bpc.values.push((opts.concurrency * opts.concurrentSize) / MB / ((performance.now() - t0) / 1000));
-      } catch (e) {
-        bp.error = errorText(e);
+  /** Starts the bare server and nginx when a selected scenario needs them. */
+  static async start(opts: BenchOptions, results: Results, fx: Fixtures, want: (group: string) => boolean, log: (s: string) => void): Promise<Ceilings> {
+    let bare: Running | undefined;
+    let nginx: Running | undefined;
+    try {
+      if (['mono', 'chunked', 'pull', 'concurrent', 'base'].some(want)) {
+        log('starting the bare Node server (push, streaming and request-rate ceilings)');
+        bare = await startBare(opts.storageDir);
       }
+      if (['manifest', 'blob4k'].some(want)) {
+        log('starting nginx (static manifest and 4 KiB blob: request-rate ceilings)');
+        nginx = await startNginx(opts.storageDir, { 'manifest.json': fx.manifest.data, 'blob4k.bin': fx.layers[0]!.data });
+      }
+    } catch (e) {
+      await bare?.stop();
+      throw e;
     }
-  } finally {
-    client.close();
-    await bare.stop();
+    return new Ceilings(opts, results, bare, bare ? new Client(bare.url) : undefined, nginx);
   }
 
-  log('limits: nginx static files');
-  const nginx = await startNginx(opts.storageDir, { 'manifest.json': fx.manifest.data, 'blob4k.bin': fx.layers[0]!.data });
-  try {
-    const lo = { connections: opts.connections, duration: opts.duration };
-    const manifestUrl = `${nginx.url}/manifest.json`;
-    const blobUrl = `${nginx.url}/blob4k.bin`;
-    if (opts.warmup > 0) await wrk(manifestUrl, { ...lo, duration: opts.warmup });
-    const c = opts.connections;
-    for (let i = 0; i < runs; i++) {
-      try {
-        recordLoad(results, LIMIT.nginxManifestGet, `nginx: manifest (${fx.manifest.size} B) GET`, `wrk, ${c} connections, static file`, await wrk(manifestUrl, lo));
-        recordLoad(results, LIMIT.nginxManifestHead, 'nginx: manifest HEAD', `hey, ${c} connections, static file`, await hey(manifestUrl, 'HEAD', lo));
-        recordLoad(results, LIMIT.nginxBlob4k, 'nginx: 4 KiB file GET', `wrk, ${c} connections, static file`, await wrk(blobUrl, lo));
-      } catch (e) {
-        results.limit(LIMIT.nginxManifestGet, 'nginx: manifest GET', 'req/s', '').error = errorText(e);
-      }
+  async stop(): Promise<void> {
+    this.client?.close();
+    await Promise.all([this.bare?.stop(), this.nginx?.stop()]);
+  }
+
+  /** Servers to watch (peak RSS is not reported for them, but their death is an error). */
+  running(): Running[] {
+    return [this.bare, this.nginx].filter((r): r is Running => r !== undefined);
+  }
+
+  private async guard(id: string, fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      const l = this.results.limits.find((x) => x.id === id);
+      if (l) l.error = errorText(e);
+      else this.results.limit(id, id, '', '').error = errorText(e);
     }
-  } finally {
-    await nginx.stop();
+  }
+
+  private need<T>(v: T | undefined, what: string): T {
+    if (v === undefined) throw new Error(`${what} is not running`);
+    return v;
+  }
+
+  /** GET of `--blob-size` bytes streamed by a trivial Node server: the pull ceiling. */
+  async loopback(): Promise<void> {
+    const o = this.opts;
+    const row = this.results.limit(LIMIT.loopback, 'loopback HTTP, trivial Node server streaming', 'MB/s', `GET ${formatBytes(o.blobSize)} from a repeated buffer, read and discarded by the harness client`);
+    await this.guard(row.id, async () => {
+      const client = this.need(this.client, 'bare server');
+      const t0 = performance.now();
+      const got = await client.request('GET', `/stream?size=${o.blobSize}`, { discard: true, expect: [200] });
+      this.results.record(row, got.bytes / MB / ((performance.now() - t0) / 1000));
+    });
+  }
+
+  /** A `--blob-size` push to the bare server, without and with fsync: the push ceilings. */
+  async push(run: number): Promise<void> {
+    const o = this.opts;
+    const label = formatBytes(o.blobSize);
+    const bp = this.results.limit(LIMIT.barePush, 'bare Node push: sha256 + write to file', 'MB/s', `PUT ${label}; the server hashes while writing a file (push ceiling)`);
+    const bps = this.results.limit(LIMIT.barePushSync, 'bare Node push + fsync', 'MB/s', 'the same, fsync before the 201');
+    await this.guard(bp.id, async () => {
+      const client = this.need(this.client, 'bare server');
+      for (const [row, fsync] of [
+        [bp, false],
+        [bps, true],
+      ] as const) {
+        const blob = new PatternBlob(o.blobSize, `ceiling-${run}-${fsync}`);
+        void blob.digest;
+        await settle();
+        const t0 = performance.now();
+        await client.request('PUT', `/push/x?digest=${blob.digest}${fsync ? '&fsync=1' : ''}`, { body: { blob }, expect: [201] });
+        this.results.record(row, blob.size / MB / ((performance.now() - t0) / 1000));
+      }
+    });
+  }
+
+  /** `--concurrency` pushes of `--concurrent-size` at once to the bare server. */
+  async concurrent(run: number): Promise<void> {
+    const o = this.opts;
+    const row = this.results.limit(
+      LIMIT.barePushConcurrent,
+      `bare Node push, ${o.concurrency} concurrent`,
+      'MB/s',
+      `${o.concurrency} × ${formatBytes(o.concurrentSize)} at once, aggregate`,
+    );
+    await this.guard(row.id, async () => {
+      const client = this.need(this.client, 'bare server');
+      const blobs = Array.from({ length: o.concurrency }, (_, k) => new PatternBlob(o.concurrentSize, `ceiling-conc-${run}-${k}`));
+      for (const b of blobs) void b.digest;
+      await settle();
+      const t0 = performance.now();
+      await Promise.all(blobs.map((b) => client.request('PUT', `/push/x?digest=${b.digest}`, { body: { blob: b }, expect: [201] })));
+      this.results.record(row, (o.concurrency * o.concurrentSize) / MB / ((performance.now() - t0) / 1000));
+    });
+  }
+
+  private async rate(id: string, label: string, how: string, url: () => string, method: 'GET' | 'HEAD'): Promise<void> {
+    this.results.limit(id, label, 'req/s', how);
+    await this.guard(id, async () => {
+      const target = url();
+      const lo: LoadOptions = { connections: this.opts.connections, duration: this.opts.duration };
+      const go = (o: LoadOptions): Promise<LoadResult> => (method === 'HEAD' ? hey(target, 'HEAD', o) : wrk(target, o));
+      if (!this.warmed.has(id) && this.opts.warmup > 0) {
+        this.warmed.add(id);
+        await go({ ...lo, duration: this.opts.warmup });
+      }
+      recordLoad(this.results, id, label, how, await go(lo));
+    });
+  }
+
+  /** GET of an empty 200 from a trivial Node server (one process). */
+  async hello(): Promise<void> {
+    const url = (): string => `${this.need(this.bare, 'bare server').url}/`;
+    await this.rate(LIMIT.nodeHello, 'trivial Node server (one process): GET, empty 200', `wrk, ${this.opts.connections} connections`, url, 'GET');
+  }
+
+  async nginxManifest(method: 'GET' | 'HEAD', size: number): Promise<void> {
+    const url = (): string => `${this.need(this.nginx, 'nginx').url}/manifest.json`;
+    const c = this.opts.connections;
+    if (method === 'GET') await this.rate(LIMIT.nginxManifestGet, `nginx: manifest (${size} B) GET`, `wrk, ${c} connections, static file`, url, 'GET');
+    else await this.rate(LIMIT.nginxManifestHead, 'nginx: manifest HEAD', `hey, ${c} connections, static file`, url, 'HEAD');
+  }
+
+  async nginxBlob4k(): Promise<void> {
+    const url = (): string => `${this.need(this.nginx, 'nginx').url}/blob4k.bin`;
+    await this.rate(LIMIT.nginxBlob4k, 'nginx: 4 KiB file GET', `wrk, ${this.opts.connections} connections, static file`, url, 'GET');
   }
 }

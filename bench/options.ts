@@ -118,7 +118,7 @@ export const USAGE = `usage: node --import tsx bench/run.ts [options]
   --berth-workers N       Berth http.workers (default $BENCH_BERTH_WORKERS or 0 = one per CPU)
   --berth-runtime R       auto (dist/, rebuilt when stale; tsx if the build fails) | dist | tsx (default auto)
   --storage-dir DIR       parent of the storage roots and the disk probe (default: the OS temp dir)
-  --only IDS              comma-separated scenario ids: mono,chunked,pull,concurrent,manifest,blob4k,catalog,tags
+  --only IDS              comma-separated scenario ids: mono,chunked,pull,concurrent,base,manifest,blob4k,catalog,tags
   --no-install            do not apt-get install missing tools
   --out FILE              markdown output (default bench/results/latest.md; raw JSON next to it)`;
 

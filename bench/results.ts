@@ -27,6 +27,8 @@ export interface LimitRow {
   label: string;
   unit: string;
   values: number[];
+  /** The same values by the scenario group that was running when each was taken. */
+  byGroup: Record<string, number[]>;
   how: string;
   error?: string;
 }
@@ -41,6 +43,14 @@ export function median(xs: readonly number[]): number | undefined {
 export class Results {
   readonly rows: Row[] = [];
   readonly limits: LimitRow[] = [];
+  /** The scenario group running now (limits taken meanwhile are attributed to it). */
+  group = 'limits';
+
+  /** Records one measurement of a limit. */
+  record(l: LimitRow, value: number): void {
+    l.values.push(value);
+    (l.byGroup[this.group] ??= []).push(value);
+  }
 
   row(id: string, init: Omit<Row, 'id' | 'values' | 'errors' | 'notes'> & { notes?: string[] }): Row {
     let r = this.rows.find((x) => x.id === id);
@@ -54,15 +64,18 @@ export class Results {
   limit(id: string, label: string, unit: string, how: string): LimitRow {
     let l = this.limits.find((x) => x.id === id);
     if (!l) {
-      l = { id, label, unit, how, values: [] };
+      l = { id, label, unit, how, values: [], byGroup: {} };
       this.limits.push(l);
     }
     return l;
   }
 
-  limitValue(id: string): number | undefined {
+  /** The median of a limit: of the values taken during `group` when there are any, else of all. */
+  limitValue(id: string, group?: string): number | undefined {
     const l = this.limits.find((x) => x.id === id);
-    return l ? median(l.values) : undefined;
+    if (!l) return undefined;
+    const during = group === undefined ? undefined : l.byGroup[group];
+    return median(during && during.length > 0 ? during : l.values);
   }
 
   /** Whether anything failed. */

@@ -7,15 +7,16 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { cpuBetween, cpuSnapshot, type CpuUse } from './cpu.ts';
 import { errorText, target, type Ctx } from './context.ts';
 import { fixtures } from './fixtures.ts';
-import { measureLimits } from './limits.ts';
+import { Ceilings, measureStaticLimits } from './limits.ts';
 import { machineFacts } from './machine.ts';
 import { USAGE, formatBytes, parseOptions, type BenchOptions } from './options.ts';
 import { Results, type ServerId } from './results.ts';
 import { chunkedPush, concurrentPush, monolithicPush, pull } from './scenarios/blobs.ts';
 import { catalog, tagsList } from './scenarios/listing.ts';
-import { blob4kRequests, manifestRequests, setupApp } from './scenarios/requests.ts';
+import { baseRequests, blob4kRequests, manifestRequests, setupApp } from './scenarios/requests.ts';
 import { distributionVersion, ensureTools, prepareBerth, startBerth, startDistribution, toolVersions, type ProcessRss, type Running } from './servers.ts';
 import { report } from './table.ts';
 
@@ -37,6 +38,7 @@ const SCENARIOS: Scenario[] = [
   { id: 'chunked', run: chunkedPush },
   { id: 'pull', run: pull },
   { id: 'concurrent', run: concurrentPush },
+  { id: 'base', run: baseRequests },
   { id: 'manifest', run: manifestRequests, needsApp: true },
   { id: 'blob4k', run: blob4kRequests, needsApp: true },
   { id: 'catalog', run: catalog, needsApp: true },
@@ -87,19 +89,36 @@ async function main(): Promise<number> {
   const notes: string[] = [];
   const want = (id: string): boolean => opts.only.length === 0 || opts.only.includes(id);
 
-  await measureLimits(opts, results, fx, log);
+  const cpuStart = cpuSnapshot();
+  let cpuMark = cpuStart;
+  const cpu: Array<{ segment: string } & CpuUse> = [];
+  const cpuSegment = (segment: string): void => {
+    const now = cpuSnapshot();
+    cpu.push({ segment, ...cpuBetween(cpuMark, now) });
+    cpuMark = now;
+  };
 
+  await measureStaticLimits(opts, results, log);
+  cpuSegment('limits');
+
+  const ceilings = await Ceilings.start(opts, results, fx, want, log);
   log('starting docker-registry and Berth');
-  const dist = await startDistribution({ parent: opts.storageDir });
+  let dist: Awaited<ReturnType<typeof startDistribution>>;
   let berth: Awaited<ReturnType<typeof startBerth>>;
   try {
-    berth = await startBerth(launch, opts.berthWorkers, { parent: opts.storageDir });
+    dist = await startDistribution({ parent: opts.storageDir });
+    try {
+      berth = await startBerth(launch, opts.berthWorkers, { parent: opts.storageDir });
+    } catch (e) {
+      await dist.stop();
+      throw e;
+    }
   } catch (e) {
-    await dist.stop();
+    await ceilings.stop();
     throw e;
   }
   const servers: Record<ServerId, Running> = { distribution: dist, berth };
-  const ctx: Ctx = { opts, targets: [target('distribution', 'distribution', dist), target('berth', 'Berth', berth)], results, fixtures: fx, log };
+  const ctx: Ctx = { opts, ceilings, targets: [target('distribution', 'distribution', dist), target('berth', 'Berth', berth)], results, fixtures: fx, log };
   const timeline: Array<{ after: string; peakRssBytes: Record<ServerId, number> }> = [];
   const snapshot = (after: string): void => {
     timeline.push({ after, peakRssBytes: { distribution: sum(dist.peakRss()), berth: sum(berth.peakRss()) } });
@@ -112,6 +131,7 @@ async function main(): Promise<number> {
       await setupApp(ctx);
     }
     for (const s of selected) {
+      results.group = s.id;
       try {
         await s.run(ctx);
       } catch (e) {
@@ -124,8 +144,9 @@ async function main(): Promise<number> {
         }
       }
       snapshot(s.id);
-      for (const t of ctx.targets) {
-        if (t.running.proc.exitCode !== null || t.running.proc.signalCode !== null) throw new Error(`${t.label} died during ${s.id}:\n${t.running.logs()}`);
+      cpuSegment(s.id);
+      for (const r of [...ctx.targets.map((t) => t.running), ...ceilings.running()]) {
+        if (r.proc.exitCode !== null || r.proc.signalCode !== null) throw new Error(`${r.name} died during ${s.id}:\n${r.logs()}`);
       }
     }
     rss = { distribution: dist.peakRss(), berth: berth.peakRss() };
@@ -147,7 +168,18 @@ async function main(): Promise<number> {
         .filter((l) => l.trim() !== '');
       if (lines.length > 0) notes.push(`${id} logged ${lines.length} line(s) at warn level or above; last: ${lines[lines.length - 1]!.slice(0, 400)}`);
     }
-    await Promise.all([dist.stop(), berth.stop()]);
+    await Promise.all([dist.stop(), berth.stop(), ceilings.stop()]);
+  }
+  const total = cpuBetween(cpuStart, cpuSnapshot());
+  const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
+  notes.push(
+    `other processes on this machine used ${total.foreign.toFixed(0)} CPU-seconds during the run (${pct(total.foreignShare)} of its capacity); steal time ${pct(total.stealShare)}`,
+  );
+  const disturbed = cpu.filter((c) => c.foreignShare > 0.1 || c.stealShare > 0.1);
+  if (disturbed.length > 0) {
+    notes.push(
+      `possibly disturbed by other load (>10% of the machine): ${disturbed.map((c) => `${c.segment} (others ${pct(c.foreignShare)}, steal ${pct(c.stealShare)})`).join(', ')}`,
+    );
   }
 
   const berthText = `${launch.note}; http.workers ${opts.berthWorkers}${opts.berthWorkers === 0 ? ` (one per CPU = ${berth.workers} processes)` : ''}`;
@@ -171,7 +203,7 @@ async function main(): Promise<number> {
   mkdirSync(dirname(opts.out), { recursive: true });
   writeFileSync(opts.out, md);
   const json = opts.out.replace(/\.md$/, '') + '.json';
-  writeFileSync(json, `${JSON.stringify({ machine, options: opts, berth: berthText, rows: results.rows, limits: results.limits, rss, timeline }, null, 2)}\n`);
+  writeFileSync(json, `${JSON.stringify({ machine, options: opts, berth: berthText, rows: results.rows, limits: results.limits, rss, timeline, cpu, cpuTotal: total }, null, 2)}\n`);
   log(`wrote ${opts.out} and ${json}`);
   const failures = results.failures();
   if (failures.length > 0) {

@@ -32,9 +32,17 @@ export interface Running {
 }
 
 const live = new Set<ChildProcess>();
+const tempDirs = new Set<string>();
 process.once('exit', () => {
   for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true, maxRetries: 3 });
 });
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(sig, () => {
+    process.stderr.write(`bench: ${sig}, stopping servers\n`);
+    process.exit(130);
+  });
+}
 
 export async function freePort(): Promise<number> {
   return new Promise((ok, fail) => {
@@ -98,6 +106,7 @@ function tail(): { push(s: string): void; text(): string } {
 
 function wrap(name: string, proc: ChildProcess, port: number, cleanup: string[], out: { text(): string }): Running {
   live.add(proc);
+  for (const d of cleanup) tempDirs.add(d);
   const exited = new Promise<void>((ok) => {
     if (proc.exitCode !== null || proc.signalCode !== null) ok();
     else proc.once('exit', () => ok());
@@ -119,7 +128,10 @@ function wrap(name: string, proc: ChildProcess, port: number, cleanup: string[],
       const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
       await exited;
       clearTimeout(timer);
-      for (const d of cleanup) rmSync(d, { recursive: true, force: true });
+      for (const d of cleanup) {
+        rmSync(d, { recursive: true, force: true });
+        tempDirs.delete(d);
+      }
     },
   };
 }

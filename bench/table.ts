@@ -27,7 +27,7 @@ function ratio(r: Row): string {
 
 function limitCells(r: Row, results: Results): [string, string] {
   if (!r.limit) return ['', ''];
-  const v = results.limitValue(r.limit.id);
+  const v = results.limitValue(r.limit.id, r.group);
   const b = median(r.values.berth);
   if (v === undefined) return [`— (${r.limit.label})`, '—'];
   return [`${fmt(v)} (${r.limit.label})`, b === undefined ? '—' : `${Math.round((b / v) * 100)}%`];
@@ -37,12 +37,27 @@ function escape(s: string): string {
   return s.replace(/\|/g, '\\|');
 }
 
+/** Run-to-run spread as max/min, per server (`—` with fewer than two runs). */
+function spread(r: Row): string {
+  const one = (xs: number[]): string => {
+    if (xs.length < 2) return '—';
+    const lo = Math.min(...xs);
+    return lo > 0 ? `${(Math.max(...xs) / lo).toFixed(2)}` : '—';
+  };
+  const d = one(r.values.distribution);
+  const b = one(r.values.berth);
+  return d === '—' && b === '—' ? '' : `${d} / ${b}`;
+}
+
 export function comparisonTable(results: Results): string {
-  const out = ['| scenario | unit | distribution | Berth | Berth/distribution | limit | Berth/limit |', '|---|---|--:|--:|--:|--:|--:|'];
+  const out = [
+    '| scenario | unit | distribution | Berth | Berth/distribution | limit | Berth/limit | spread max/min (dist / Berth) |',
+    '|---|---|--:|--:|--:|--:|--:|--:|',
+  ];
   for (const r of results.rows) {
     const [limit, frac] = limitCells(r, results);
     const name = r.informational ? `_${r.scenario}_` : r.scenario;
-    out.push(`| ${escape(name)} | ${r.unit} | ${cell(r, 'distribution')} | ${cell(r, 'berth')} | ${ratio(r)} | ${limit} | ${frac} |`);
+    out.push(`| ${escape(name)} | ${r.unit} | ${cell(r, 'distribution')} | ${cell(r, 'berth')} | ${ratio(r)} | ${limit} | ${frac} | ${spread(r)} |`);
   }
   return out.join('\n');
 }
@@ -54,8 +69,12 @@ function limitValue(l: LimitRow): string {
 }
 
 export function limitsTable(results: Results): string {
-  const out = ['| limit | value | unit | how |', '|---|--:|---|---|'];
-  for (const l of results.limits) out.push(`| ${escape(l.label)} | ${limitValue(l)} | ${l.unit} | ${escape(l.how)} |`);
+  const out = ['| limit | value | unit | spread max/min | how |', '|---|--:|---|--:|---|'];
+  for (const l of results.limits) {
+    const lo = Math.min(...l.values);
+    const sp = l.values.length > 1 && lo > 0 ? (Math.max(...l.values) / lo).toFixed(2) : '—';
+    out.push(`| ${escape(l.label)} | ${limitValue(l)} | ${l.unit} | ${sp} | ${escape(l.how)} |`);
+  }
   return out.join('\n');
 }
 
@@ -81,13 +100,13 @@ export function report(h: ReportHeader, results: Results, notes: string[]): stri
     `- distribution: ${h.distribution}`,
     `- tools: ${Object.entries(h.tools).map(([k, v]) => `${k}: ${v}`).join('; ')}`,
     `- mode: ${h.mode}`,
-    `- took ${Math.round(h.elapsedSeconds)} s. MB = 10^6 bytes; values are medians; ratios are Berth ÷ distribution (higher is better unless stated). Rows in _italics_ are setup timings (one run).`,
+    `- took ${Math.round(h.elapsedSeconds)} s. MB = 10^6 bytes; values are medians; spread is max ÷ min over the runs; ratios are Berth ÷ distribution (higher is better unless stated); the limit column is the median of the ceiling measured in turn with both registries during that scenario. Rows in _italics_ are setup timings (one run).`,
     '',
     '## Berth vs distribution',
     '',
     comparisonTable(results),
     '',
-    '## Machine limits (same run)',
+    '## Machine limits (same run; the ceilings are measured in turn with the two registries inside each scenario)',
     '',
     limitsTable(results),
     '',

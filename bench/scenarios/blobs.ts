@@ -19,13 +19,13 @@ export async function monolithicPush(ctx: Ctx): Promise<void> {
     better: 'higher',
     limit: { id: LIMIT.barePush, label: 'bare Node push' },
   });
-  ctx.log(`${row.scenario}: ${runs} runs per server`);
+  ctx.log(`${row.scenario}: ${runs} run(s) per server`);
   await alternate(ctx, runs, async (t, run) => {
     const blob = monoBlob(blobSize, run);
     void blob.digest;
     await settle();
     await measure(ctx, row, t, async () => blob.size / MB / (await timed(() => t.client.pushMonolithic(BIG_REPO, blob))).seconds);
-  });
+  }, (run) => ctx.ceilings.push(run));
 }
 
 export async function chunkedPush(ctx: Ctx): Promise<void> {
@@ -37,13 +37,13 @@ export async function chunkedPush(ctx: Ctx): Promise<void> {
     better: 'higher',
     limit: { id: LIMIT.barePush, label: 'bare Node push' },
   });
-  ctx.log(`${row.scenario}: ${runs} runs per server`);
+  ctx.log(`${row.scenario}: ${runs} run(s) per server`);
   await alternate(ctx, runs, async (t, run) => {
     const blob = new PatternBlob(blobSize, `chunked-${run}`);
     void blob.digest;
     await settle();
     await measure(ctx, row, t, async () => blob.size / MB / (await timed(() => t.client.pushChunked('bench/chunked', blob, chunkSize))).seconds);
-  });
+  }, (run) => ctx.ceilings.push(run + runs));
 }
 
 /** Pulls the first monolithic blob (pushing it first, untimed, when that scenario did not run). */
@@ -68,14 +68,14 @@ export async function pull(ctx: Ctx): Promise<void> {
       missing.add(t.id);
     }
   }
-  ctx.log(`${row.scenario}: ${runs} runs per server`);
+  ctx.log(`${row.scenario}: ${runs} run(s) per server`);
   await alternate(ctx, runs, async (t) => {
     if (missing.has(t.id)) return;
     await measure(ctx, row, t, async () => {
       const { seconds, value } = await timed(() => t.client.pull(BIG_REPO, blob.digest, blob.size));
       return value / MB / seconds;
     });
-  });
+  }, () => ctx.ceilings.loopback());
 }
 
 export async function concurrentPush(ctx: Ctx): Promise<void> {
@@ -87,7 +87,7 @@ export async function concurrentPush(ctx: Ctx): Promise<void> {
     better: 'higher',
     limit: { id: LIMIT.barePushConcurrent, label: 'bare Node push, concurrent' },
   });
-  ctx.log(`${row.scenario}: ${runs} runs per server`);
+  ctx.log(`${row.scenario}: ${runs} run(s) per server`);
   await alternate(ctx, runs, async (t, run) => {
     const blobs = Array.from({ length: concurrency }, (_, k) => new PatternBlob(concurrentSize, `conc-${run}-${k}`));
     for (const b of blobs) void b.digest;
@@ -96,5 +96,5 @@ export async function concurrentPush(ctx: Ctx): Promise<void> {
       const { seconds } = await timed(() => Promise.all(blobs.map((b) => t.client.pushMonolithic('bench/concurrent', b))));
       return (concurrency * concurrentSize) / MB / seconds;
     });
-  });
+  }, (run) => ctx.ceilings.concurrent(run));
 }

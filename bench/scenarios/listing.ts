@@ -53,7 +53,7 @@ export async function catalog(ctx: Ctx): Promise<void> {
     unit: 's',
     better: 'lower',
   });
-  ctx.log(`${row.scenario}: ${runs} runs per server`);
+  ctx.log(`${row.scenario}: ${runs} run(s) per server`);
   const pages: Record<string, number> = {};
   await alternate(ctx, runs, async (t) => {
     if (failed.has(t.id)) return;
@@ -86,7 +86,7 @@ export async function tagsList(ctx: Ctx): Promise<void> {
     unit: 's',
     better: 'lower',
   });
-  ctx.log(`${row.scenario}: ${runs} runs per server`);
+  ctx.log(`${row.scenario}: ${runs} run(s) per server`);
   const pages: Record<string, string> = {};
   await alternate(ctx, runs, async (t) => {
     if (failed.has(t.id)) return;

@@ -24,8 +24,10 @@ interface LoadCase {
   scenario: string;
   method: 'GET' | 'HEAD';
   path: string;
-  limitId: string;
+  limitId?: string;
   limitLabel: string;
+  /** Measures the ceiling once, inside the alternation. */
+  ceiling?: () => Promise<void>;
   headers: Record<string, string>;
 }
 
@@ -51,7 +53,7 @@ async function runCases(ctx: Ctx, group: string, cases: LoadCase[]): Promise<voi
         rows.rps.errors[t.id].push(errorText(e));
         ctx.log(`  ${c.scenario} on ${t.label} failed: ${errorText(e)}`);
       }
-    });
+    }, c.ceiling);
   }
 }
 
@@ -66,9 +68,26 @@ export async function manifestRequests(ctx: Ctx): Promise<void> {
     path: `/v2/${APP_REPO}/manifests/${by === 'tag' ? 'latest' : d}`,
     limitId: method === 'GET' ? LIMIT.nginxManifestGet : LIMIT.nginxManifestHead,
     limitLabel: `nginx static manifest ${method}`,
+    ceiling: () => ctx.ceilings.nginxManifest(method, ctx.fixtures.manifest.size),
     headers: accept,
   });
   await runCases(ctx, 'manifest', [mk('GET', 'tag'), mk('GET', 'digest'), mk('HEAD', 'tag'), mk('HEAD', 'digest')]);
+}
+
+/** GET /v2/ at the same concurrency: the per-request cost of each server's HTTP stack alone, for calibration. */
+export async function baseRequests(ctx: Ctx): Promise<void> {
+  await runCases(ctx, 'base', [
+    {
+      id: 'base-get',
+      scenario: `calibration: GET /v2/ (${ctx.opts.connections} conns, wrk)`,
+      method: 'GET',
+      path: '/v2/',
+      limitId: LIMIT.nodeHello,
+      limitLabel: 'trivial Node server',
+      ceiling: () => ctx.ceilings.hello(),
+      headers: {},
+    },
+  ]);
 }
 
 export async function blob4kRequests(ctx: Ctx): Promise<void> {
@@ -81,6 +100,7 @@ export async function blob4kRequests(ctx: Ctx): Promise<void> {
       path: `/v2/${APP_REPO}/blobs/${b.digest}`,
       limitId: LIMIT.nginxBlob4k,
       limitLabel: 'nginx static 4 KiB GET',
+      ceiling: () => ctx.ceilings.nginxBlob4k(),
       headers: {},
     },
   ]);
