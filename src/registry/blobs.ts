@@ -175,12 +175,12 @@ export class BlobStore {
     return () => this.busy.delete(id);
   }
 
-  /** Appends a chunk (in order only); returns the new size. The data is fsynced before returning. */
-  async append(name: RepoName, id: string, body: Readable, opts: AppendOptions = {}): Promise<number> {
+  /** Appends a chunk (in order only); returns the new status. The data is fsynced before returning. */
+  async append(name: RepoName, id: string, body: Readable, opts: AppendOptions = {}): Promise<UploadStatus> {
     const status = await this.uploadStatus(name, id);
     const unlock = this.lock(id);
     try {
-      return await this.appendLocked(name, status, body, opts);
+      return { ...status, size: await this.appendLocked(name, status, body, opts) };
     } finally {
       unlock();
     }

@@ -166,9 +166,8 @@ export async function patchUpload(c: Ctx): Promise<void> {
   }
   const length = range ? range.end - range.start + 1 : cl;
   const opts = { signal: c.signal, ...(range ? { start: range.start } : {}), ...(length !== undefined ? { length } : {}) };
-  const status = await c.env.registry.blobs.uploadStatus(c.name, c.ref);
-  const size = await c.env.registry.blobs.append(c.name, c.ref, c.req, opts);
-  send(c.res, 202, uploadHeaders(c, c.ref, size, status.startedAt));
+  const { size, startedAt } = await c.env.registry.blobs.append(c.name, c.ref, c.req, opts);
+  send(c.res, 202, uploadHeaders(c, c.ref, size, startedAt));
 }
 
 /** end-6 PUT /v2/<name>/blobs/uploads/<id>?digest=: complete, with an optional final chunk. */

@@ -20,7 +20,7 @@ export interface FilesystemOptions {
 }
 
 /** Bytes written between background flushes of a writer. */
-const FLUSH_EVERY = 32 * 1024 * 1024;
+const FLUSH_EVERY = 8 * 1024 * 1024;
 
 /** Files at most this large are kept in the small-file cache. */
 const SMALL_FILE = 64 * 1024;
@@ -192,7 +192,8 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         async commit() {
           if (flushing) await flushing;
           if (flushError) throw flushError;
-          if (durable) await h.sync();
+          // fdatasync: the data and the size (what reading it back needs), without the timestamps.
+          if (durable) await h.datasync();
           await close();
         },
         async cancel() {
