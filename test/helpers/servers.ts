@@ -117,7 +117,10 @@ ${opts.extraYaml ?? ''}`,
   const output: string[] = [];
   const actualPort = await new Promise<number>((ok, fail) => {
     let buf = '';
-    const timer = setTimeout(() => fail(new Error(`berth did not start:\n${output.join('')}`)), 30_000);
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      fail(new Error(`berth did not start within 30 s:\n${output.join('')}`));
+    }, 30_000);
     proc.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
     proc.stdout!.on('data', (d: Buffer) => {
       const s = d.toString();
