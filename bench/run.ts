@@ -159,6 +159,14 @@ async function main(): Promise<number> {
     });
     rssRow.values.distribution.push(mib(sum(rss.distribution)));
     rssRow.values.berth.push(mib(sum(rss.berth)));
+    const pssRow = results.row('pss', {
+      group: 'rss',
+      scenario: 'peak memory of the process tree (PSS summed over processes, sampled every 250 ms; shared pages counted once)',
+      unit: 'MiB',
+      better: 'lower',
+    });
+    pssRow.values.distribution.push(mib(dist.peakPss()));
+    pssRow.values.berth.push(mib(berth.peakPss()));
   } finally {
     for (const t of ctx.targets) t.client.http.close();
     for (const [id, r] of Object.entries(servers)) {

@@ -26,6 +26,12 @@ export interface Running {
   proc: ChildProcess;
   /** Peak RSS (VmHWM) of the process and of each of its descendants, while they run. */
   peakRss(): ProcessRss[];
+  /**
+   * Peak of the process tree's proportional set size (PSS summed over the process and its descendants,
+   * sampled every 250 ms): memory shared between processes (the node binary's pages) counted once, which
+   * summed VmHWM counts once per process.
+   */
+  peakPss(): number;
   /** The last output of the process. */
   logs(): string;
   stop(): Promise<void>;
@@ -53,6 +59,15 @@ export async function freePort(): Promise<number> {
       s.close(() => ok(port));
     });
   });
+}
+
+function pss(pid: number): number {
+  try {
+    const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
 }
 
 function hwm(pid: number): number {
@@ -112,6 +127,15 @@ function wrap(name: string, proc: ChildProcess, port: number, cleanup: string[],
     else proc.once('exit', () => ok());
   });
   void exited.then(() => live.delete(proc));
+  let maxPss = 0;
+  const sampler = setInterval(() => {
+    const pid = proc.pid;
+    if (!pid || proc.exitCode !== null) return;
+    const total = [pid, ...descendants(pid)].reduce((a, p) => a + pss(p), 0);
+    if (total > maxPss) maxPss = total;
+  }, 250);
+  sampler.unref();
+  void exited.then(() => clearInterval(sampler));
   return {
     name,
     url: `http://127.0.0.1:${port}`,
@@ -122,6 +146,7 @@ function wrap(name: string, proc: ChildProcess, port: number, cleanup: string[],
       if (!pid || proc.exitCode !== null) return [];
       return [pid, ...descendants(pid)].map((p) => ({ pid: p, peak: hwm(p) })).filter((p) => p.peak > 0);
     },
+    peakPss: () => maxPss,
     logs: () => out.text(),
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
