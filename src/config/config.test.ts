@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConfigError, DEFAULT_CONFIG_YAML, loadConfigText } from './config.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, DEFAULT_CONFIG_YAML, loadConfig, loadConfigText } from './config.ts';
 import { parseDuration } from './duration.ts';
 
 test('the embedded default: filesystem under ./data, :5000, deletes enabled', () => {
@@ -68,4 +71,20 @@ test('Go durations', () => {
   assert.equal(parseDuration(5_000_000_000), 5000);
   assert.equal(parseDuration('10'), undefined);
   assert.equal(parseDuration('1d'), undefined);
+});
+
+test('the configuration path may come from REGISTRY_CONFIGURATION_PATH; an explicit path wins', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-cfgpath-'));
+  try {
+    const a = join(dir, 'a.yml');
+    const b = join(dir, 'b.yml');
+    writeFileSync(a, 'version: 0.1\nstorage:\n  inmemory: {}\nhttp:\n  addr: :7001\n');
+    writeFileSync(b, 'version: 0.1\nstorage:\n  inmemory: {}\nhttp:\n  addr: :7002\n');
+    assert.equal(loadConfig(undefined, { REGISTRY_CONFIGURATION_PATH: a }).config.http.addr, ':7001');
+    assert.equal(loadConfig(b, { REGISTRY_CONFIGURATION_PATH: a }).config.http.addr, ':7002');
+    assert.equal(loadConfig(undefined, {}).source, '(embedded default)');
+    assert.throws(() => loadConfig(join(dir, 'missing.yml'), {}), /cannot read configuration file/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
