@@ -6,12 +6,12 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BerthRuntime } from './options.ts';
 import { BENCH_DIR, PROJECT_ROOT } from './paths.ts';
+import { freePort } from '../test/helpers/servers.ts';
 
 export interface ProcessRss {
   pid: number;
@@ -40,7 +40,18 @@ export interface Running {
 const live = new Set<ChildProcess>();
 const tempDirs = new Set<string>();
 process.once('exit', () => {
-  for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  // Whole trees: nginx workers and Berth's cluster workers outlive a SIGKILLed parent.
+  for (const p of live) {
+    if (p.exitCode !== null || p.signalCode !== null || !p.pid) continue;
+    for (const d of descendants(p.pid)) {
+      try {
+        process.kill(d, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    p.kill('SIGKILL');
+  }
   for (const d of tempDirs) rmSync(d, { recursive: true, force: true, maxRetries: 3 });
 });
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
@@ -50,16 +61,8 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   });
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.once('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => ok(port));
-    });
-  });
-}
+/** A free loopback port (shared with the test helpers). */
+export { freePort };
 
 function pss(pid: number): number {
   try {
