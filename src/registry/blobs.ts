@@ -11,6 +11,7 @@ import { type Digest, type ParsedDigest, newHash } from '../spec/digest.ts';
 import type { RepoName } from '../spec/names.ts';
 import { isNotFound, type StorageDriver } from '../storage/driver.ts';
 import * as P from './paths.ts';
+import { ByteLru } from './byte-lru.ts';
 import { exists, readLink, remove } from './context.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -43,8 +44,7 @@ export class BlobStore {
   private readonly driver: StorageDriver;
   private readonly live = new Map<string, LiveHash>();
   private readonly busy = new Set<string>();
-  private readonly smallBlobs = new Map<string, Buffer>();
-  private smallBytes = 0;
+  private readonly smallBlobs = new ByteLru<Buffer>(SMALL_BLOB_CACHE_BYTES, (b) => b.length);
 
   constructor(driver: StorageDriver) {
     this.driver = driver;
@@ -85,12 +85,6 @@ export class BlobStore {
       throw e;
     }
     this.smallBlobs.set(digest, data);
-    this.smallBytes += data.length;
-    for (const [k, v] of this.smallBlobs) {
-      if (this.smallBytes <= SMALL_BLOB_CACHE_BYTES) break;
-      this.smallBlobs.delete(k);
-      this.smallBytes -= v.length;
-    }
     return data;
   }
 

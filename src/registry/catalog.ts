@@ -4,7 +4,10 @@
  * everything at or before `last`, so each page costs O(page + depth), not O(registry).
  */
 import { type StorageDriver } from '../storage/driver.ts';
-import { byteCompare, listOrEmpty } from './context.ts';
+import { byteCompare, type ListingCache, listOrEmpty, sortedListing } from './context.ts';
+
+/** Only directories with at least this many entries have their listing cached (most repository directories are small). */
+const LARGE_DIRECTORY = 64;
 import { REPOSITORIES } from './paths.ts';
 
 /** Compares component lists; a proper prefix sorts first. */
@@ -20,35 +23,6 @@ export interface CatalogPage {
   repositories: string[];
   /** True when more repositories follow the last one returned. */
   more: boolean;
-}
-
-/** Sorted listings of large directories, reused while the directory's version token is unchanged. */
-export type ListingCache = Map<string, { version?: string; entries: string[] }>;
-const CACHE_MIN_ENTRIES = 64;
-
-async function sortedListing(driver: StorageDriver, path: string, cache: ListingCache | undefined): Promise<string[]> {
-  const known = cache?.get(path);
-  if (!cache || !known) {
-    const entries = (await listOrEmpty(driver, path)).sort(byteCompare);
-    // Remember large directories; their listing is cached from the next visit on.
-    if (cache && entries.length >= CACHE_MIN_ENTRIES) {
-      if (cache.size >= 256) cache.delete(cache.keys().next().value as string);
-      cache.set(path, { entries: [] });
-    }
-    return entries;
-  }
-  // The token is read before listing: a change after it makes the next token differ, never a stale hit.
-  const version = await driver.stat(path).then(
-    (s) => s.version,
-    () => undefined,
-  );
-  if (version !== undefined && known.version === version) return known.entries;
-  const entries = (await listOrEmpty(driver, path)).sort(byteCompare);
-  if (version !== undefined) {
-    known.version = version;
-    known.entries = entries;
-  }
-  return entries;
 }
 
 export async function catalogPage(driver: StorageDriver, n: number, last?: string, cache?: ListingCache): Promise<CatalogPage> {
@@ -67,7 +41,7 @@ export async function catalogPage(driver: StorageDriver, n: number, last?: strin
         cmp = compareComponents(path, prefix);
         if (cmp < 0) continue; // entirely before `last`
       }
-      const grand = await sortedListing(driver, `${REPOSITORIES}/${path.join('/')}`, cache);
+      const grand = await sortedListing(driver, `${REPOSITORIES}/${path.join('/')}`, cache, LARGE_DIRECTORY);
       if (grand.length === 0) continue;
       // cmp === 0: `path` is `last` or one of its ancestors; itself is not emitted, its subtree may be.
       const afterLast = !lastParts || compareComponents(path, lastParts) > 0;
@@ -83,7 +57,7 @@ export async function catalogPage(driver: StorageDriver, n: number, last?: strin
     return true;
   }
 
-  if (n > 0) await visit([], await sortedListing(driver, REPOSITORIES, cache));
+  if (n > 0) await visit([], await sortedListing(driver, REPOSITORIES, cache, LARGE_DIRECTORY));
   else more = (await listOrEmpty(driver, REPOSITORIES)).length > 0;
   return { repositories: out, more };
 }

@@ -13,10 +13,6 @@ export interface RegistryOptions {
   manifestCacheBytes?: number;
 }
 
-export interface Ctx {
-  driver: StorageDriver;
-}
-
 /** Reads a link file, returning the digest it holds or undefined when absent or malformed. */
 export async function readLink(driver: StorageDriver, path: string): Promise<Digest | undefined> {
   try {
@@ -60,4 +56,34 @@ export async function listOrEmpty(driver: StorageDriver, path: string): Promise<
 /** Byte-wise string comparison (the order distribution's listings use). */
 export function byteCompare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Sorted directory listings, reused while the directory's version token (from `stat`) is unchanged. */
+export type ListingCache = Map<string, { version?: string; entries: string[] }>;
+const LISTING_CACHE_PATHS = 1024;
+
+/**
+ * A directory's entries in byte order ([] when absent). A directory with at least `minEntries` entries is
+ * remembered; from the next visit on its listing is reused while its version token is unchanged. The token
+ * is read before listing, so a change after it makes the next token differ: never a stale hit.
+ */
+export async function sortedListing(driver: StorageDriver, path: string, cache: ListingCache | undefined, minEntries = 0): Promise<string[]> {
+  const known = cache?.get(path);
+  if (!cache || !known) {
+    const entries = (await listOrEmpty(driver, path)).sort(byteCompare);
+    if (cache && entries.length >= minEntries) {
+      if (cache.size >= LISTING_CACHE_PATHS) cache.delete(cache.keys().next().value as string);
+      cache.set(path, { entries: [] });
+    }
+    return entries;
+  }
+  const version = await driver.stat(path).then(
+    (s) => s.version,
+    () => undefined,
+  );
+  if (version !== undefined && known.version === version) return known.entries;
+  const entries = (await listOrEmpty(driver, path)).sort(byteCompare);
+  known.version = version;
+  known.entries = version === undefined ? [] : entries;
+  return entries;
 }

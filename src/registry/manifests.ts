@@ -9,8 +9,9 @@ import { type Descriptor, MAX_MANIFEST_SIZE, parseManifest } from '../spec/manif
 import type { RepoName, Tag } from '../spec/names.ts';
 import { isNotFound, type StorageDriver } from '../storage/driver.ts';
 import type { BlobStore } from './blobs.ts';
-import { byteCompare, exists, listOrEmpty, readLink, remove } from './context.ts';
+import { byteCompare, exists, type ListingCache, listOrEmpty, readLink, remove, sortedListing } from './context.ts';
 import * as P from './paths.ts';
+import { ByteLru } from './byte-lru.ts';
 
 export type ManifestRef = { tag: Tag; digest?: undefined } | { digest: ParsedDigest; tag?: undefined };
 
@@ -27,31 +28,6 @@ export interface StoredManifest {
 export interface PutResult {
   digest: Digest;
   subject?: Digest;
-}
-
-/** A byte-bounded cache of manifest content by digest (content is immutable, so never stale). */
-class ContentCache {
-  private readonly map = new Map<string, StoredManifest>();
-  private bytes = 0;
-  constructor(private readonly limit: number) {}
-  get(d: Digest): StoredManifest | undefined {
-    const v = this.map.get(d);
-    if (v) {
-      this.map.delete(d);
-      this.map.set(d, v);
-    }
-    return v;
-  }
-  set(v: StoredManifest): void {
-    if (v.body.length > this.limit / 4 || this.map.has(v.digest)) return;
-    this.map.set(v.digest, v);
-    this.bytes += v.body.length;
-    for (const [k, old] of this.map) {
-      if (this.bytes <= this.limit) break;
-      this.map.delete(k);
-      this.bytes -= old.body.length;
-    }
-  }
 }
 
 /** Reads what GET needs from stored manifest bytes without revalidating them. */
@@ -79,15 +55,16 @@ function describe(digest: Digest, body: Buffer): StoredManifest {
 }
 
 export class ManifestStore {
-  private readonly cache: ContentCache;
-  private readonly tagLists = new Map<string, { version: string; tags: string[] }>();
+  /** Manifest content by digest (immutable, so never stale); one manifest may use at most a quarter. */
+  private readonly cache: ByteLru<StoredManifest>;
+  private readonly tagLists: ListingCache = new Map();
 
   constructor(
     private readonly driver: StorageDriver,
     private readonly blobs: BlobStore,
     cacheBytes: number,
   ) {
-    this.cache = new ContentCache(cacheBytes);
+    this.cache = new ByteLru<StoredManifest>(cacheBytes, (m) => m.body.length, cacheBytes / 4);
   }
 
   /**
@@ -123,7 +100,7 @@ export class ManifestStore {
       throw e;
     }
     const m = describe(digest, body);
-    this.cache.set(m);
+    this.cache.set(digest, m);
     return m;
   }
 
@@ -191,34 +168,12 @@ export class ManifestStore {
 
   /**
    * All tags of a repository in byte order; `NAME_UNKNOWN` when the repository does not exist.
-   * The sorted listing is reused while the tags directory's version token (inode, nanosecond times, link
-   * count) is unchanged, so paging through thousands of tags does not re-read and re-sort them each time.
+   * The sorted listing is reused while the tags directory's version token is unchanged, so paging through
+   * thousands of tags does not re-read and re-sort them each time.
    */
   async tags(name: RepoName): Promise<readonly string[]> {
-    const dir = P.tagsDir(name);
-    let version: string | undefined;
-    try {
-      version = (await this.driver.stat(dir)).version;
-    } catch (e) {
-      if (!isNotFound(e)) throw e;
-      this.tagLists.delete(name);
-      if (!(await exists(this.driver, P.manifestsDir(name)))) throw new OciError('NAME_UNKNOWN', { name });
-      return [];
-    }
-    const hit = this.tagLists.get(name);
-    if (hit && version !== undefined && hit.version === version) return hit.tags;
-    let names: string[];
-    try {
-      names = await this.driver.list(dir);
-    } catch (e) {
-      if (!isNotFound(e)) throw e;
-      return [];
-    }
-    const tags = names.filter((n) => !n.endsWith('.tmp')).sort(byteCompare);
-    if (version !== undefined) {
-      if (this.tagLists.size >= 1000) this.tagLists.delete(this.tagLists.keys().next().value as string);
-      this.tagLists.set(name, { version, tags });
-    }
+    const tags = await sortedListing(this.driver, P.tagsDir(name), this.tagLists);
+    if (tags.length === 0 && !(await exists(this.driver, P.manifestsDir(name)))) throw new OciError('NAME_UNKNOWN', { name });
     return tags;
   }
 
@@ -271,4 +226,3 @@ export class ManifestStore {
   }
 }
 
-export type { ParsedDigest };

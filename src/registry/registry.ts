@@ -2,8 +2,8 @@
 import type { RepoName } from '../spec/names.ts';
 import type { StorageDriver } from '../storage/driver.ts';
 import { BlobStore } from './blobs.ts';
-import { catalogPage, type CatalogPage, type ListingCache, uploadDirs } from './catalog.ts';
-import { type RegistryOptions, listOrEmpty, remove } from './context.ts';
+import { catalogPage, type CatalogPage, uploadDirs } from './catalog.ts';
+import { type ListingCache, type RegistryOptions, listOrEmpty, remove } from './context.ts';
 import { ManifestStore } from './manifests.ts';
 import * as P from './paths.ts';
 
