@@ -48,6 +48,11 @@ async function serve(args: string[]): Promise<void> {
       cluster.fork({ REGISTRY_HTTP_SECRET: secret });
     };
     for (let i = 0; i < workers; i++) fork();
+    // One line when every worker accepts connections, for supervisors and tests to wait on.
+    let listening = 0;
+    cluster.on('listening', (_w, address) => {
+      if (++listening === workers) log.info({ msg: 'all workers listening', workers, port: address.port });
+    });
     let stopping = false;
     const stop = (): void => {
       stopping = true;

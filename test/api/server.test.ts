@@ -267,6 +267,9 @@ describe('workers', () => {
         r.end(body);
       });
     try {
+      // startBerth returns at the first worker's line; the spread below needs both.
+      for (let i = 0; i < 300 && !reg.logs().includes('"msg":"all workers listening"'); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.match(reg.logs(), /"msg":"all workers listening"/);
       const data = Buffer.alloc(600_000, 4);
       data.write('workers', 0);
       const b = blob(data);
