@@ -11,8 +11,14 @@ import { parseDuration } from './duration.ts';
 export interface BerthConfig {
   log: { level: 'error' | 'warn' | 'info' | 'debug'; accesslog: boolean; fields: Record<string, unknown> };
   storage: {
-    driver: 'filesystem' | 'inmemory';
+    driver: 'filesystem' | 'inmemory' | 's3';
+    /** The filesystem driver's root. */
     rootdirectory: string;
+    s3?: S3Config;
+    /** `storage.cache.blobdescriptor`: where blob descriptors are cached (undefined: not at all). */
+    blobDescriptorCache?: 'inmemory' | 'redis';
+    /** `storage.cache.blobdescriptorsize`: entries of the in-memory descriptor cache. */
+    blobDescriptorCacheSize: number;
     deleteEnabled: boolean;
     redirectDisabled: boolean;
     uploadPurging: { enabled: boolean; ageMs: number; intervalMs: number; dryrun: boolean };
@@ -31,6 +37,40 @@ export interface BerthConfig {
   };
   catalog: { maxentries: number };
   tags: { maxtags?: number };
+  redis?: RedisConfig;
+}
+
+/** distribution's `storage.s3` keys, defaulted. */
+export interface S3Config {
+  bucket: string;
+  region: string;
+  regionendpoint?: string;
+  forcepathstyle: boolean;
+  accesskey?: string;
+  secretkey?: string;
+  sessiontoken?: string;
+  rootdirectory: string;
+  secure: boolean;
+  skipverify: boolean;
+  chunksize: number;
+  multipartcopychunksize: number;
+  multipartcopythresholdsize: number;
+  storageclass?: string;
+  encrypt: boolean;
+  keyid?: string;
+  objectacl?: string;
+  useragent?: string;
+}
+
+/** distribution's `redis` section (2.8 `addr` or 3.x `addrs`), defaulted. */
+export interface RedisConfig {
+  addr: string;
+  username?: string;
+  password?: string;
+  db: number;
+  dialTimeoutMs?: number;
+  readTimeoutMs?: number;
+  tls: boolean;
 }
 
 export class ConfigError extends Error {
@@ -203,22 +243,29 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
 
   const storage = isObj(raw.storage) ? raw.storage : {};
   const drivers = DRIVERS.filter((d) => d in storage);
-  let driver: 'filesystem' | 'inmemory' = 'filesystem';
-  if (drivers.length === 0) errors.push('storage: expected exactly one driver (filesystem or inmemory), found none');
+  let driver: BerthConfig['storage']['driver'] = 'filesystem';
+  if (drivers.length === 0) errors.push('storage: expected exactly one driver (filesystem, inmemory or s3), found none');
   else if (drivers.length > 1) errors.push(`storage: expected exactly one driver, found ${drivers.join(', ')}`);
-  else if (drivers[0] !== 'filesystem' && drivers[0] !== 'inmemory') errors.push(`storage.${drivers[0]}: driver not supported yet (supported: filesystem, inmemory)`);
+  else if (drivers[0] !== 'filesystem' && drivers[0] !== 'inmemory' && drivers[0] !== 's3') errors.push(`storage.${drivers[0]}: driver not supported yet (supported: filesystem, inmemory, s3)`);
   else driver = drivers[0];
+  if (driver === 's3') {
+    for (const k of ['bucket', 'region']) if (!get(raw, `storage.s3.${k}`)) errors.push(`storage.s3.${k}: required`);
+  }
+  const cacheKind = get(raw, 'storage.cache.blobdescriptor');
+  const redisRaw = isObj(raw.redis) ? raw.redis : undefined;
+  const redisAddr = redisRaw ? (redisRaw.addr ?? (Array.isArray(redisRaw.addrs) ? redisRaw.addrs[0] : undefined)) : undefined;
+  if (cacheKind === 'redis' && !redisAddr) errors.push('redis.addr: required when storage.cache.blobdescriptor is redis');
 
   // An auth section Berth cannot enforce yet must not start a silently open registry.
   if (isObj(raw.auth) && Object.keys(raw.auth).length > 0) {
     errors.push(`auth.${Object.keys(raw.auth)[0]}: authentication is not supported by this version of Berth; refusing to start without it`);
   }
-  for (const section of ['notifications', 'redis', 'proxy', 'middleware', 'health', 'validation', 'policy', 'reporting']) {
+  for (const section of ['notifications', 'proxy', 'middleware', 'health', 'validation', 'policy', 'reporting']) {
     const v = raw[section];
     if (isObj(v) && Object.keys(v).length > 0) warnings.push(`${section}: not implemented by this version of Berth (ignored)`);
   }
-  for (const key of ['redirect', 'cache']) {
-    if (isObj(storage[key])) warnings.push(`storage.${key}: not implemented by this version of Berth (ignored)`);
+  if (isObj(storage.redirect) && driver !== 's3' && get(raw, 'storage.redirect.disable') !== true) {
+    warnings.push(`storage.redirect: the ${driver} driver has no URLs to redirect to; blobs are served directly`);
   }
   if (get(raw, 'http.net') === 'unix') errors.push('http.net: unix sockets are not supported by this version of Berth; use tcp');
   const addr = get(raw, 'http.addr');
@@ -260,6 +307,7 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
     storage: {
       driver,
       rootdirectory: String(get(raw, 'storage.filesystem.rootdirectory') ?? '/var/lib/registry'),
+      blobDescriptorCacheSize: Number(get(raw, 'storage.cache.blobdescriptorsize') ?? 10_000),
       deleteEnabled: bool('storage.delete.enabled', false),
       redirectDisabled: bool('storage.redirect.disable', false),
       uploadPurging: {
@@ -286,9 +334,50 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
   const secret = get(raw, 'http.secret');
   if (secret) config.http.secret = String(secret);
   if (tls) config.http.tls = tls;
+  if (cacheKind === 'inmemory' || cacheKind === 'redis') config.storage.blobDescriptorCache = cacheKind;
+  if (driver === 's3') config.storage.s3 = s3Config(raw);
+  if (redisRaw && redisAddr) {
+    const ms = (k: string): number | undefined => (redisRaw[k] === undefined || redisRaw[k] === null ? undefined : parseDuration(redisRaw[k]));
+    const tlsOn = isObj(redisRaw.tls) && (redisRaw.tls.enabled === true || Boolean(redisRaw.tls.certificate));
+    config.redis = { addr: String(redisAddr), db: Number(redisRaw.db ?? 0), tls: tlsOn };
+    if (redisRaw.username) config.redis.username = String(redisRaw.username);
+    if (redisRaw.password) config.redis.password = String(redisRaw.password);
+    const dial = ms('dialtimeout');
+    if (dial !== undefined) config.redis.dialTimeoutMs = dial;
+    const read = ms('readtimeout');
+    if (read !== undefined) config.redis.readTimeoutMs = read;
+  }
   const maxtags = get(raw, 'tags.maxtags');
   if (typeof maxtags === 'number') config.tags.maxtags = maxtags;
   return { config, warnings };
+}
+
+function s3Config(raw: Raw): S3Config {
+  const v = (k: string): unknown => get(raw, `storage.s3.${k}`);
+  const opt = (k: string): string | undefined => {
+    const x = v(k);
+    return x === undefined || x === null || x === '' ? undefined : String(x);
+  };
+  const flag = (k: string, dflt: boolean): boolean => (typeof v(k) === 'boolean' ? (v(k) as boolean) : dflt);
+  const c: S3Config = {
+    bucket: String(v('bucket')),
+    region: String(v('region')),
+    forcepathstyle: flag('forcepathstyle', false),
+    rootdirectory: String(v('rootdirectory') ?? ''),
+    secure: flag('secure', true),
+    skipverify: flag('skipverify', false),
+    chunksize: Number(v('chunksize') ?? 10 * 1024 * 1024),
+    multipartcopychunksize: Number(v('multipartcopychunksize') ?? 32 * 1024 * 1024),
+    multipartcopythresholdsize: Number(v('multipartcopythresholdsize') ?? 32 * 1024 * 1024),
+    encrypt: flag('encrypt', false),
+  };
+  for (const k of ['regionendpoint', 'accesskey', 'secretkey', 'sessiontoken', 'keyid', 'objectacl', 'useragent'] as const) {
+    const x = opt(k);
+    if (x !== undefined) c[k] = x;
+  }
+  const sc = opt('storageclass');
+  if (sc && sc !== 'NONE') c.storageclass = sc;
+  return c;
 }
 
 /**

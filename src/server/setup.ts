@@ -10,6 +10,7 @@ import { checkedDriver } from '../storage/checked.ts';
 import { isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { filesystemDriver } from '../storage/filesystem.ts';
 import { inmemoryDriver } from '../storage/memory.ts';
+import { s3Driver } from '../storage/s3.ts';
 import { Registry } from '../registry/registry.ts';
 
 const SECRET_PATH = '/berth/http-secret';
@@ -18,6 +19,7 @@ const SECRET_PATH = '/berth/http-secret';
 const DRIVERS: Record<BerthConfig['storage']['driver'], (c: BerthConfig) => StorageDriver> = {
   filesystem: (c) => filesystemDriver({ rootdirectory: resolve(c.storage.rootdirectory) }),
   inmemory: () => inmemoryDriver(),
+  s3: (c) => s3Driver({ ...c.storage.s3!, redirect: !c.storage.redirectDisabled }),
 };
 
 /** The registry over the configured storage, without a server (for maintenance commands). */

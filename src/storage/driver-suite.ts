@@ -9,13 +9,14 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { checkedDriver } from './checked.ts';
 import { InvalidPathError, PathNotFoundError, type StorageDriver } from './driver.ts';
+import { walk } from './walk.ts';
 
 export interface DriverSuiteOptions {
   name: string;
   create: () => Promise<StorageDriver> | StorageDriver;
   /** Called after each test to assert nothing is left (e.g. the root directory is empty). */
   isEmpty: (d: StorageDriver) => Promise<boolean>;
-  /** Size of the large-stream test in bytes (default 64 MiB). */
+  /** Size of the large-stream test in bytes (default 256 MiB). */
   largeSize?: number;
 }
 
@@ -91,7 +92,7 @@ export function runDriverSuite(o: DriverSuiteOptions): void {
 
     test('a large stream round-trips with its digest', async () => {
       await fresh();
-      const size = o.largeSize ?? 64 * 1024 * 1024;
+      const size = o.largeSize ?? 256 * 1024 * 1024;
       const block = randomBytes(1024 * 1024);
       const h = createHash('sha256');
       async function* gen(): AsyncGenerator<Buffer> {
@@ -133,6 +134,15 @@ export function runDriverSuite(o: DriverSuiteOptions): void {
       assert.equal((await d.getContent('/x/ab/3')).toString(), '3');
     });
 
+    test('list and delete span more than one page of an object store listing (1000)', async () => {
+      await fresh();
+      const names = Array.from({ length: 1100 }, (_, i) => `f${String(i).padStart(4, '0')}`);
+      for (let i = 0; i < names.length; i += 50) await Promise.all(names.slice(i, i + 50).map((n) => d.putContent(`/x/many/${n}`, Buffer.from(n))));
+      assert.deepEqual((await d.list('/x/many')).sort(), names);
+      await d.delete('/x/many');
+      await assert.rejects(d.list('/x/many'), PathNotFoundError);
+    });
+
     test('concurrent writers to different files do not interfere', async () => {
       await fresh();
       await Promise.all(
@@ -143,6 +153,83 @@ export function runDriverSuite(o: DriverSuiteOptions): void {
         }),
       );
       for (let i = 0; i < 16; i++) assert.deepEqual(await d.getContent(`/w/f${i}`), Buffer.alloc(100_000, i));
+    });
+
+    test('many resumed writes of mixed sizes read back as one file, at any offset, and move into one', async () => {
+      await fresh();
+      // Sizes around S3's 5 MiB part minimum, empty appends included.
+      const sizes = [3, 0, 6 * 1024 * 1024 + 7, 1024, 5 * 1024 * 1024, 0, 11 * 1024 * 1024 + 1, 2];
+      const parts = sizes.map((n, i) => Buffer.alloc(n, i + 1).fill(`part${i}`, 0, Math.min(n, 5)));
+      const whole = Buffer.concat(parts);
+      await d.putContent('/w/up/data', Buffer.alloc(0));
+      let size = 0;
+      for (const p of parts) {
+        const w = await d.writer('/w/up/data', { append: true });
+        assert.equal(w.size(), size, 'size() at open is the file size');
+        await pipeline(Readable.from([p.subarray(0, p.length >> 1), p.subarray(p.length >> 1)].filter((b) => b.length > 0)), w.stream);
+        await w.commit();
+        size += p.length;
+        assert.equal(w.size(), size);
+        assert.equal((await d.stat('/w/up/data')).size, size);
+      }
+      assert.deepEqual(await d.list('/w/up'), ['data']);
+      for (const [start, end] of [[0, 9], [1, 6 * 1024 * 1024 + 20], [6 * 1024 * 1024 + 5, whole.length - 1], [whole.length - 3, whole.length + 100]] as const) {
+        const got = await readAll(await d.reader('/w/up/data', start, { end }));
+        assert.ok(got.equals(whole.subarray(start, end + 1)), `range ${start}-${end}`);
+      }
+      await d.move('/w/up/data', '/w/blob/data');
+      await assert.rejects(d.stat('/w/up/data'), PathNotFoundError);
+      assert.equal(createHash('sha256').update(await readAll(await d.reader('/w/blob/data'))).digest('hex'), createHash('sha256').update(whole).digest('hex'));
+      assert.equal((await d.stat('/w/blob/data')).size, whole.length);
+      // putContent over a file that grew by appends replaces all of it.
+      const w = await d.writer('/w/blob/data', { append: true });
+      await pipeline(Readable.from([Buffer.from('tail')]), w.stream);
+      await w.commit();
+      await d.putContent('/w/blob/data', Buffer.from('fresh'));
+      assert.equal((await d.getContent('/w/blob/data')).toString(), 'fresh');
+    });
+
+    test('a writer whose input breaks keeps a valid prefix on close, and the file can be resumed', async () => {
+      await fresh();
+      const w = await d.writer('/w/broken', { append: true });
+      async function* failing(): AsyncGenerator<Buffer> {
+        yield Buffer.alloc(6 * 1024 * 1024, 7);
+        yield Buffer.alloc(1000, 8);
+        throw new Error('client went away');
+      }
+      await assert.rejects(pipeline(Readable.from(failing()), w.stream), /client went away/);
+      await w.close();
+      const kept = (await d.stat('/w/broken')).size;
+      assert.ok(kept <= 6 * 1024 * 1024 + 1000, `kept ${kept}`);
+      assert.equal(w.size(), kept);
+      const expected = Buffer.concat([Buffer.alloc(Math.min(kept, 6 * 1024 * 1024), 7), Buffer.alloc(Math.max(kept - 6 * 1024 * 1024, 0), 8)]);
+      assert.ok((await readAll(await d.reader('/w/broken'))).equals(expected));
+      const w2 = await d.writer('/w/broken', { append: true });
+      await pipeline(Readable.from([Buffer.from('more')]), w2.stream);
+      await w2.commit();
+      assert.equal((await d.stat('/w/broken')).size, kept + 4);
+      assert.equal((await readAll(await d.reader('/w/broken', kept))).toString(), 'more');
+    });
+
+    test('cancel removes a file that grew by appends', async () => {
+      await fresh();
+      await d.putContent('/w/c/data', Buffer.from('start'));
+      const w = await d.writer('/w/c/data', { append: true });
+      await pipeline(Readable.from([Buffer.alloc(100, 1)]), w.stream);
+      await w.cancel();
+      await assert.rejects(d.stat('/w/c/data'), PathNotFoundError);
+      await d.delete('/w').catch(() => undefined);
+    });
+
+    test('walk visits every entry in byte order, directories before their contents', async () => {
+      await fresh();
+      for (const p of ['/x/b/2', '/x/a/1', '/x/a-/3', '/x/A', '/x/a/0/deep', '/x/c']) await d.putContent(p, Buffer.from(p));
+      const seen: string[] = [];
+      for await (const e of walk(d, '/x')) seen.push(`${e.path}${e.isDir ? '/' : ''}`);
+      assert.deepEqual(seen, ['/x/A', '/x/a/', '/x/a/0/', '/x/a/0/deep', '/x/a/1', '/x/a-/', '/x/a-/3', '/x/b/', '/x/b/2', '/x/c']);
+      const pruned: string[] = [];
+      for await (const e of walk(d, '/x', (i) => i.path === '/x/a')) pruned.push(e.path);
+      assert.ok(!pruned.includes('/x/a/1') && pruned.includes('/x/a'));
     });
   });
 }

@@ -188,3 +188,64 @@ http:
   }
   return wrap(proc, root, port, tmp, output, cfgDir);
 }
+
+export interface RunningS3 {
+  /** `http://127.0.0.1:<port>` */
+  endpoint: string;
+  bucket: string;
+  /** The credentials s3rver accepts. */
+  accesskey: string;
+  secretkey: string;
+  /** distribution's `storage.s3` section for this server (YAML, indented for `storage:`). */
+  storageYaml(rootdirectory?: string): string;
+  stop(): Promise<void>;
+}
+
+/** Starts an S3-protocol server (s3rver, from npm) on a loopback port with one empty bucket. */
+export async function startS3(bucket = 'berth'): Promise<RunningS3> {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-s3-'));
+  // s3rver encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 keeps in its legacy provider.
+  const proc = spawn(process.execPath, ['--openssl-legacy-provider', join(PROJECT_ROOT, 'test/helpers/s3-server.cjs'), dir, bucket], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const port = await new Promise<number>((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`s3rver did not start:\n${out}`)), 30_000);
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /\{"port":(\d+)\}/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        ok(Number(m[1]));
+      }
+    });
+    proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      fail(new Error(`s3rver exited with ${code}:\n${out}`));
+    });
+  });
+  const endpoint = `http://127.0.0.1:${port}`;
+  return {
+    endpoint,
+    bucket,
+    accesskey: 'S3RVER',
+    secretkey: 'S3RVER',
+    storageYaml: (rootdirectory = '') => `  s3:
+    region: us-east-1
+    regionendpoint: ${endpoint}
+    forcepathstyle: true
+    bucket: ${bucket}
+    accesskey: S3RVER
+    secretkey: S3RVER
+    secure: false
+    rootdirectory: ${rootdirectory || '""'}
+`,
+    stop: async () => {
+      if (proc.exitCode === null) {
+        const exited = new Promise((r) => proc.once('exit', r));
+        proc.kill('SIGTERM');
+        await exited;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
