@@ -205,7 +205,7 @@ export interface RunningS3 {
 export async function startS3(bucket = 'berth'): Promise<RunningS3> {
   const dir = mkdtempSync(join(tmpdir(), 'berth-s3-'));
   // s3rver encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 keeps in its legacy provider.
-  const proc = spawn(process.execPath, ['--openssl-legacy-provider', join(PROJECT_ROOT, 'test/helpers/s3-server.cjs'), dir, bucket], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, ['--openssl-legacy-provider', join(PROJECT_ROOT, 'test/helpers/s3-server.mjs'), dir, bucket], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const port = await new Promise<number>((ok, fail) => {
     const timer = setTimeout(() => fail(new Error(`s3rver did not start:\n${out}`)), 30_000);
