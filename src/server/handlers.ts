@@ -67,6 +67,12 @@ export async function getBlob(c: Ctx): Promise<void> {
     send(c.res, 304, headers);
     return;
   }
+  // Storage that can serve the bytes itself (S3 presigned URLs) takes the transfer off this process.
+  const url = await c.env.registry.blobs.redirectUrl(digest, c.req.method === 'HEAD' ? 'HEAD' : 'GET');
+  if (url) {
+    send(c.res, 307, { Location: url, 'Docker-Content-Digest': digest });
+    return;
+  }
   const range = size === 0 ? undefined : parseRange(c.req.headers.range, size);
   const status = range ? 206 : 200;
   const start = range?.start ?? 0;
