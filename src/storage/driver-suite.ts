@@ -127,10 +127,12 @@ export function runDriverSuite(o: DriverSuiteOptions): void {
       await d.putContent('/x/a/2', Buffer.from('2'));
       await d.putContent('/x/ab/3', Buffer.from('3'));
       await d.putContent('/x/b', Buffer.from('b'));
-      assert.deepEqual((await d.list('/x')).sort(), ['a', 'ab', 'b']);
+      await d.putContent('/x/deep/er/than/one/level', Buffer.from('d'));
+      assert.deepEqual((await d.list('/x')).sort(), ['a', 'ab', 'b', 'deep']);
+      assert.deepEqual(await d.list('/x/deep'), ['er']);
       assert.deepEqual((await d.list('/x/a')).sort(), ['1', '2']);
       await d.delete('/x/a');
-      assert.deepEqual((await d.list('/x')).sort(), ['ab', 'b']);
+      assert.deepEqual((await d.list('/x')).sort(), ['ab', 'b', 'deep']);
       assert.equal((await d.getContent('/x/ab/3')).toString(), '3');
     });
 
