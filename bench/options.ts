@@ -35,6 +35,8 @@ export interface BenchOptions {
   out: string;
   /** Parent directory of every storage root and of the disk probe. */
   storageDir: string;
+  /** Storage driver of both registries: filesystem, or s3 against an S3-protocol server (s3rver) on loopback. */
+  storage: 'filesystem' | 's3';
   /** Only these scenario ids (comma-separated on the command line); empty = all. */
   only: string[];
   /** Skip installing missing Debian packages. */
@@ -118,6 +120,7 @@ export const USAGE = `usage: node --import tsx bench/run.ts [options]
   --berth-workers N       Berth http.workers (default $BENCH_BERTH_WORKERS or 0 = one per CPU)
   --berth-runtime R       auto (dist/, rebuilt when stale; tsx if the build fails) | dist | tsx (default auto)
   --storage-dir DIR       parent of the storage roots and the disk probe (default: the OS temp dir)
+  --storage DRIVER        filesystem (default) or s3: both registries on one s3rver on loopback, redirects off
   --only IDS              comma-separated scenario ids: mono,chunked,pull,concurrent,base,manifest,blob4k,catalog,tags
   --no-install            do not apt-get install missing tools
   --out FILE              markdown output (default bench/results/latest.md; raw JSON next to it)`;
@@ -146,6 +149,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
       'berth-workers': { type: 'string' },
       'berth-runtime': { type: 'string' },
       'storage-dir': { type: 'string' },
+      storage: { type: 'string' },
       only: { type: 'string' },
       'no-install': { type: 'boolean', default: false },
       out: { type: 'string' },
@@ -155,6 +159,8 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
   const base = values.quick ? QUICK : FULL;
   const runtime = values['berth-runtime'] ?? 'auto';
   if (runtime !== 'auto' && runtime !== 'dist' && runtime !== 'tsx') throw new Error(`--berth-runtime: expected auto, dist or tsx, got ${runtime}`);
+  const storage = values.storage ?? 'filesystem';
+  if (storage !== 'filesystem' && storage !== 's3') throw new Error(`--storage: expected filesystem or s3, got ${storage}`);
   const o: BenchOptions = {
     quick: values.quick ?? false,
     runs: values.runs !== undefined ? int(values.runs, 'runs', 1) : base.runs,
@@ -174,6 +180,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
     berthRuntime: runtime,
     out: values.out ?? join(BENCH_DIR, 'results', 'latest.md'),
     storageDir: values['storage-dir'] ?? tmpdir(),
+    storage,
     only: (values.only ?? '').split(',').map((s) => s.trim()).filter(Boolean),
     noInstall: values['no-install'] ?? false,
   };

@@ -19,6 +19,7 @@ import { catalog, tagsList } from './scenarios/listing.ts';
 import { baseRequests, blob4kRequests, manifestRequests, setupApp } from './scenarios/requests.ts';
 import { distributionVersion, ensureTools, prepareBerth, startBerth, startDistribution, toolVersions, type ProcessRss, type Running } from './servers.ts';
 import { report } from './table.ts';
+import { startS3, type RunningS3 } from '../test/helpers/servers.ts';
 
 const started = performance.now();
 function log(s: string): void {
@@ -105,16 +106,22 @@ async function main(): Promise<number> {
   log('starting docker-registry and Berth');
   let dist: Awaited<ReturnType<typeof startDistribution>>;
   let berth: Awaited<ReturnType<typeof startBerth>>;
+  let s3: RunningS3 | undefined;
   try {
-    dist = await startDistribution({ parent: opts.storageDir });
+    if (opts.storage === 's3') {
+      log('starting s3rver (S3-protocol server) on loopback for both registries');
+      s3 = await startS3();
+    }
+    dist = await startDistribution({ parent: opts.storageDir, ...(s3 ? { s3 } : {}) });
     try {
-      berth = await startBerth(launch, opts.berthWorkers, { parent: opts.storageDir });
+      berth = await startBerth(launch, opts.berthWorkers, { parent: opts.storageDir, ...(s3 ? { s3 } : {}) });
     } catch (e) {
       await dist.stop();
       throw e;
     }
   } catch (e) {
     await ceilings.stop();
+    await s3?.stop();
     throw e;
   }
   const servers: Record<ServerId, Running> = { distribution: dist, berth };
@@ -177,6 +184,7 @@ async function main(): Promise<number> {
       if (lines.length > 0) notes.push(`${id} logged ${lines.length} line(s) at warn level or above; last: ${lines[lines.length - 1]!.slice(0, 400)}`);
     }
     await Promise.all([dist.stop(), berth.stop(), ceilings.stop()]);
+    await s3?.stop();
   }
   const total = cpuBetween(cpuStart, cpuSnapshot());
   const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
@@ -202,8 +210,10 @@ async function main(): Promise<number> {
     },
     results,
     [
-      'both registries: filesystem storage in a fresh temp directory, deletes enabled, upload purging off, blobdescriptor cache inmemory, access log off, log level warn, 127.0.0.1',
-      'Berth fsyncs blob data and metadata before acknowledging; distribution 2.8 does not fsync',
+      opts.storage === 's3'
+        ? 'both registries: s3 storage on one s3rver (npm, on loopback; its own speed bounds both), each under its own rootdirectory, redirects disabled so blobs stream through the registry, deletes enabled, upload purging off, blobdescriptor cache inmemory, access log off, log level warn, 127.0.0.1'
+        : 'both registries: filesystem storage in a fresh temp directory, deletes enabled, upload purging off, blobdescriptor cache inmemory, access log off, log level warn, 127.0.0.1',
+      ...(opts.storage === 's3' ? [] : ['Berth fsyncs blob data and metadata before acknowledging; distribution 2.8 does not fsync']),
       ...notes,
     ],
   );

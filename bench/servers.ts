@@ -7,11 +7,11 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BerthRuntime } from './options.ts';
 import { BENCH_DIR, PROJECT_ROOT } from './paths.ts';
-import { freePort } from '../test/helpers/servers.ts';
+import { freePort, type RunningS3 } from '../test/helpers/servers.ts';
 
 export interface ProcessRss {
   pid: number;
@@ -285,16 +285,22 @@ export function prepareBerth(runtime: BerthRuntime, log: (s: string) => void): B
 }
 
 /** The configuration shared by both registries, as far as they share keys. */
-function registryYaml(root: string, port: number, extra = ''): string {
+function registryYaml(root: string, port: number, o: RegistryOptions, extra = ''): string {
+  // On S3 both registries stream blobs themselves (no redirect to the S3 server), so the figures are theirs.
+  const storage = o.s3
+    ? `${o.s3.storageYaml(`/${basename(dirname(root))}`)}  redirect:
+    disable: true
+`
+    : `  filesystem:
+    rootdirectory: ${root}
+`;
   return `version: 0.1
 log:
   level: warn
   accesslog:
     disabled: true
 storage:
-  filesystem:
-    rootdirectory: ${root}
-  cache:
+${storage}  cache:
     blobdescriptor: inmemory
   delete:
     enabled: true
@@ -310,6 +316,8 @@ ${extra}`;
 export interface RegistryOptions {
   /** Parent directory of the fresh temp directory holding storage and config. */
   parent: string;
+  /** Store in this S3 server instead of the filesystem (each registry under its own root directory). */
+  s3?: RunningS3;
 }
 
 export async function startBerth(launch: BerthLaunch, workers: number, o: RegistryOptions): Promise<Running & { root: string; workers: number }> {
@@ -317,7 +325,7 @@ export async function startBerth(launch: BerthLaunch, workers: number, o: Regist
   const root = join(dir, 'data');
   const cfg = join(dir, 'config.yml');
   const port = await freePort();
-  writeFileSync(cfg, registryYaml(root, port, `  workers: ${workers}\n`));
+  writeFileSync(cfg, registryYaml(root, port, o, `  workers: ${workers}\n`));
   const env: NodeJS.ProcessEnv = { ...process.env, NODE_ENV: 'production' };
   for (const k of Object.keys(env)) if (k.startsWith('REGISTRY_')) delete env[k];
   const { proc, out } = spawnLogged(process.execPath, [...launch.args, 'serve', cfg], { env });
@@ -353,9 +361,11 @@ export async function startDistribution(o: RegistryOptions): Promise<Running & {
   const root = join(dir, 'data');
   const cfg = join(dir, 'config.yml');
   const port = await freePort();
-  writeFileSync(cfg, registryYaml(root, port));
+  writeFileSync(cfg, registryYaml(root, port, o));
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('REGISTRY_')) delete env[k];
+  // aws-sdk-go v1 in distribution 2.8 panics on AWS_CA_BUNDLE with its custom transport (the endpoint is plain http).
+  delete env.AWS_CA_BUNDLE;
   const { proc, out } = spawnLogged('docker-registry', ['serve', cfg], { env });
   const url = `http://127.0.0.1:${port}`;
   try {
