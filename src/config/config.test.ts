@@ -88,3 +88,64 @@ test('the configuration path may come from REGISTRY_CONFIGURATION_PATH; an expli
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("storage.s3 takes distribution's keys, with REGISTRY_STORAGE_S3_* overrides and required bucket/region", () => {
+  const yaml = `version: 0.1
+storage:
+  s3:
+    region: eu-west-1
+    bucket: reg
+    regionendpoint: minio.local:9000
+    forcepathstyle: true
+    secure: false
+    skipverify: true
+    chunksize: 6291456
+    rootdirectory: /prefix
+    storageclass: REDUCED_REDUNDANCY
+    encrypt: true
+    keyid: kms-key
+    v4auth: true
+  redirect:
+    disable: true
+  cache:
+    blobdescriptor: redis
+redis:
+  addrs: [redis-a:6379, redis-b:6379]
+  password: pw
+  db: 2
+  dialtimeout: 2s
+`;
+  const { config, warnings } = loadConfigText(yaml, { REGISTRY_STORAGE_S3_ACCESSKEY: 'AK', REGISTRY_STORAGE_S3_SECRETKEY: 'SK', REGISTRY_STORAGE_S3_BUCKET: 'other' });
+  assert.deepEqual(warnings, []);
+  assert.equal(config.storage.driver, 's3');
+  assert.deepEqual(config.storage.s3, {
+    bucket: 'other',
+    region: 'eu-west-1',
+    regionendpoint: 'minio.local:9000',
+    forcepathstyle: true,
+    accesskey: 'AK',
+    secretkey: 'SK',
+    rootdirectory: '/prefix',
+    secure: false,
+    skipverify: true,
+    chunksize: 6291456,
+    multipartcopychunksize: 32 * 1024 * 1024,
+    multipartcopythresholdsize: 32 * 1024 * 1024,
+    storageclass: 'REDUCED_REDUNDANCY',
+    encrypt: true,
+    keyid: 'kms-key',
+  });
+  assert.equal(config.storage.redirectDisabled, true);
+  assert.equal(config.storage.blobDescriptorCache, 'redis');
+  assert.deepEqual(config.redis, { addr: 'redis-a:6379', password: 'pw', db: 2, dialTimeoutMs: 2000, tls: false });
+  assert.throws(() => loadConfigText('storage:\n  s3:\n    bucket: b\n'), (e: unknown) => e instanceof ConfigError && e.problems.includes('storage.s3.region: required'));
+  assert.throws(() => loadConfigText('storage:\n  s3:\n    bucket: b\n    region: r\n    chunksize: 1000\n'), (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.startsWith('storage.s3.chunksize')));
+  assert.throws(
+    () => loadConfigText('storage:\n  filesystem:\n    rootdirectory: /x\n  cache:\n    blobdescriptor: redis\n'),
+    (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.startsWith('redis.addr')),
+  );
+  // REGISTRY_STORAGE=s3 switches the driver and keeps the other storage keys.
+  const sw = loadConfigText('storage:\n  filesystem:\n    rootdirectory: /x\n  delete:\n    enabled: true\n', { REGISTRY_STORAGE: 's3', REGISTRY_STORAGE_S3_BUCKET: 'b', REGISTRY_STORAGE_S3_REGION: 'r' });
+  assert.equal(sw.config.storage.driver, 's3');
+  assert.equal(sw.config.storage.deleteEnabled, true);
+});
