@@ -13,6 +13,7 @@ import { isNotFound, type StorageDriver } from '../storage/driver.ts';
 import * as P from './paths.ts';
 import { ByteLru } from './byte-lru.ts';
 import { exists, readLink, remove } from './context.ts';
+import { BLOB_MEDIA_TYPE, type CacheGuard } from './descriptor-cache.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -45,32 +46,61 @@ export class BlobStore {
   private readonly live = new Map<string, LiveHash>();
   private readonly busy = new Set<string>();
   private readonly smallBlobs = new ByteLru<Buffer>(SMALL_BLOB_CACHE_BYTES, (b) => b.length);
+  /** The blob-descriptor cache, if configured. Its repository memberships mean "linked as a layer/config". */
+  private readonly cache: CacheGuard | undefined;
 
-  constructor(driver: StorageDriver) {
+  constructor(driver: StorageDriver, cache?: CacheGuard) {
     this.driver = driver;
+    this.cache = cache;
   }
 
-  /** Size of a blob linked into `name` (as a layer/config or as a manifest), else `BLOB_UNKNOWN`. */
+  /**
+   * Size of a blob linked into `name` (as a layer/config or as a manifest), else `BLOB_UNKNOWN`. A cache hit
+   * costs no storage read; a miss reads storage and records a layer link in the cache.
+   */
   async stat(name: RepoName, digest: Digest): Promise<number> {
+    const hit = await this.cache?.statInRepo(name, digest);
+    if (hit) return hit.size;
     const [layer, revision] = await Promise.all([
       readLink(this.driver, P.layerLink(name, digest)),
       readLink(this.driver, P.revisionLink(name, digest)),
     ]);
     if (layer !== digest && revision !== digest) throw new OciError('BLOB_UNKNOWN', { digest });
-    const cached = this.smallBlobs.get(digest);
-    if (cached) return cached.length;
+    const size = this.smallBlobs.get(digest)?.length ?? (await this.dataSize(digest));
+    if (size === undefined) throw new OciError('BLOB_UNKNOWN', { digest });
+    if (layer === digest) await this.remember(name, digest, size);
+    return size;
+  }
+
+  /** Size of a blob's data in storage, or undefined when absent. */
+  private async dataSize(digest: Digest): Promise<number | undefined> {
     try {
       return (await this.driver.stat(P.blobData(digest))).size;
     } catch (e) {
-      if (isNotFound(e)) throw new OciError('BLOB_UNKNOWN', { digest });
+      if (isNotFound(e)) return undefined;
       throw e;
     }
   }
 
+  /**
+   * Records in the cache that `digest` is linked into `name`, then re-reads the link: a delete that removed it
+   * meanwhile (here or in another instance) may have cleared the cache before our write, so the entry is
+   * cleared again. Together with deletes clearing after unlinking, no entry outlives its link.
+   * A failed write may still have reached Redis (a timeout), so it is cleared too.
+   */
+  private async remember(name: RepoName, digest: Digest, size: number): Promise<void> {
+    if (!this.cache) return;
+    const set = await this.cache.setInRepo(name, digest, { digest, size, mediaType: BLOB_MEDIA_TYPE });
+    if (!set || (await readLink(this.driver, P.layerLink(name, digest))) !== digest) await this.cache.forget(name, digest);
+  }
+
   /** Whether the blob is linked as a layer/config into `name` and its data exists. */
   async isLinked(name: RepoName, digest: Digest): Promise<boolean> {
-    const [link, data] = await Promise.all([readLink(this.driver, P.layerLink(name, digest)), exists(this.driver, P.blobData(digest))]);
-    return link === digest && data;
+    if (await this.cache?.statInRepo(name, digest)) return true;
+    const [link, size] = await Promise.all([readLink(this.driver, P.layerLink(name, digest)), this.dataSize(digest)]);
+    if (link !== digest || size === undefined) return false;
+    await this.remember(name, digest, size);
+    return true;
   }
 
   /** The whole content of a blob of at most {@link SMALL_BLOB} bytes, from memory when possible. */
@@ -115,10 +145,20 @@ export class BlobStore {
     return this.driver.redirectUrl(P.blobData(digest), method);
   }
 
-  /** Unlinks a blob from a repository (the bytes stay until garbage collection, as in distribution). */
+  /**
+   * Unlinks a blob from a repository (the bytes stay until garbage collection, as in distribution). The cache
+   * entry is cleared before the link is removed (if that fails, `UNAVAILABLE` and nothing changed) and again
+   * after (a concurrent miss may have re-recorded it in between).
+   */
   async delete(name: RepoName, digest: Digest): Promise<void> {
-    if ((await readLink(this.driver, P.layerLink(name, digest))) !== digest) throw new OciError('BLOB_UNKNOWN', { digest });
+    if ((await readLink(this.driver, P.layerLink(name, digest))) !== digest) {
+      // An entry left by an earlier delete whose last clear failed goes now.
+      await this.cache?.forget(name, digest);
+      throw new OciError('BLOB_UNKNOWN', { digest });
+    }
+    await this.cache?.invalidate(name, digest);
     await remove(this.driver, P.layerLink(name, digest).slice(0, -'/link'.length));
+    await this.cache?.forget(name, digest);
   }
 
   /**
@@ -127,14 +167,10 @@ export class BlobStore {
    */
   async mount(name: RepoName, digest: Digest, from: RepoName | undefined): Promise<number | undefined> {
     if (from !== undefined && !(await this.isLinked(from, digest))) return undefined;
-    let size: number;
-    try {
-      size = (await this.driver.stat(P.blobData(digest))).size;
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    }
+    const size = (await this.cache?.stat(digest))?.size ?? (await this.dataSize(digest));
+    if (size === undefined) return undefined;
     await this.driver.putContent(P.layerLink(name, digest), Buffer.from(digest));
+    await this.remember(name, digest, size);
     return size;
   }
 
@@ -246,6 +282,7 @@ export class BlobStore {
       else await this.driver.move(P.uploadData(name, id), target);
       await this.driver.putContent(P.layerLink(name, expected.digest), Buffer.from(expected.digest));
       await remove(this.driver, P.uploadDir(name, id));
+      await this.remember(name, expected.digest, size);
       return size;
     } finally {
       unlock();

@@ -1,5 +1,6 @@
 /** What every registry module shares: the (checked) driver, options and small helpers. */
 import type { StorageDriver } from '../storage/driver.ts';
+import type { BlobDescriptorCache } from './descriptor-cache.ts';
 import { isNotFound } from '../storage/driver.ts';
 import type { Digest } from '../spec/digest.ts';
 import { tryParseDigest } from '../spec/digest.ts';
@@ -11,6 +12,10 @@ export interface RegistryOptions {
   deleteEnabled: boolean;
   /** Bytes of manifest content kept in memory by digest (content is immutable). Default 64 MiB. */
   manifestCacheBytes?: number;
+  /** distribution's blob-descriptor cache (`storage.cache.blobdescriptor`); none when undefined. */
+  descriptorCache?: BlobDescriptorCache;
+  /** Told of every cache failure the registry answered around (the caller throttles and logs). */
+  onCacheError?: (err: unknown, op: string) => void;
 }
 
 /** Reads a link file, returning the digest it holds or undefined when absent or malformed. */

@@ -12,6 +12,7 @@ import type { BlobStore } from './blobs.ts';
 import { byteCompare, exists, type ListingCache, listOrEmpty, readLink, remove, sortedListing } from './context.ts';
 import * as P from './paths.ts';
 import { ByteLru } from './byte-lru.ts';
+import type { CacheGuard } from './descriptor-cache.ts';
 
 export type ManifestRef = { tag: Tag; digest?: undefined } | { digest: ParsedDigest; tag?: undefined };
 
@@ -63,6 +64,8 @@ export class ManifestStore {
     private readonly driver: StorageDriver,
     private readonly blobs: BlobStore,
     cacheBytes: number,
+    /** The blob-descriptor cache, if configured. */
+    private readonly descriptors?: CacheGuard,
   ) {
     this.cache = new ByteLru<StoredManifest>(cacheBytes, (m) => m.body.length, cacheBytes / 4);
   }
@@ -119,6 +122,8 @@ export class ManifestStore {
     await this.checkReferences(name, parsed.blobs, parsed.manifests);
     if (!(await exists(this.driver, P.blobData(digest)))) await this.driver.putContent(P.blobData(digest), body);
     await this.driver.putContent(P.revisionLink(name, digest), Buffer.from(digest));
+    // Only the global descriptor: the cache's repository memberships stand for layer links.
+    await this.descriptors?.setDescriptor(digest, { digest, size: body.length, mediaType: parsed.mediaType });
     const subject = parsed.subject?.digest;
     if (subject) await this.driver.putContent(P.referrerLink(name, subject, digest), Buffer.from(digest));
     if (ref.tag !== undefined) await this.tag(name, ref.tag, digest);
@@ -158,7 +163,11 @@ export class ManifestStore {
     } catch {
       subject = undefined;
     }
+    // A membership another writer (distribution records manifests too) may have left answers blob requests for
+    // this digest: clear it before unlinking (UNAVAILABLE and nothing changed if that fails) and after.
+    await this.descriptors?.invalidate(name, digest);
     await remove(this.driver, P.revisionDir(name, digest));
+    await this.descriptors?.forget(name, digest);
     for (const t of await listOrEmpty(this.driver, P.tagsDir(name))) {
       const tag = t as Tag;
       if ((await readLink(this.driver, P.tagCurrentLink(name, tag))) === digest) await remove(this.driver, P.tagDir(name, tag));

@@ -5,6 +5,7 @@ import { BlobStore } from './blobs.ts';
 import { catalogPage, type CatalogPage, uploadDirs } from './catalog.ts';
 import { type ListingCache, type RegistryOptions, listOrEmpty, remove } from './context.ts';
 import { ManifestStore } from './manifests.ts';
+import { CacheGuard } from './descriptor-cache.ts';
 import * as P from './paths.ts';
 
 export interface PurgeResult {
@@ -16,12 +17,19 @@ export class Registry {
   readonly blobs: BlobStore;
   readonly manifests: ManifestStore;
   readonly deleteEnabled: boolean;
+  private readonly descriptors: CacheGuard | undefined;
 
   constructor(opts: RegistryOptions) {
     this.driver = opts.driver;
     this.deleteEnabled = opts.deleteEnabled;
-    this.blobs = new BlobStore(opts.driver);
-    this.manifests = new ManifestStore(opts.driver, this.blobs, opts.manifestCacheBytes ?? 64 * 1024 * 1024);
+    this.descriptors = opts.descriptorCache && new CacheGuard(opts.descriptorCache, opts.onCacheError);
+    this.blobs = new BlobStore(opts.driver, this.descriptors);
+    this.manifests = new ManifestStore(opts.driver, this.blobs, opts.manifestCacheBytes ?? 64 * 1024 * 1024, this.descriptors);
+  }
+
+  /** Releases what the registry holds open (the descriptor cache's connection). */
+  async close(): Promise<void> {
+    await this.descriptors?.close();
   }
 
   private readonly listings: ListingCache = new Map();
