@@ -12,9 +12,9 @@ import type { Logger } from 'pino';
 import type { BerthConfig } from '../config/config.ts';
 import type { Registry } from '../registry/registry.ts';
 import { createApp } from './app.ts';
-import { createLogger, loadSecret, openRegistry } from './setup.ts';
+import { createLogger, loadSecret, openRegistry, parseAddr } from './setup.ts';
 
-export { createLogger, loadSecret, openRegistry };
+export { createLogger, loadSecret, openRegistry, parseAddr };
 
 export interface RunningServer {
   server: Server;
@@ -26,17 +26,8 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export function parseAddr(addr: string): { host?: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(addr.trim());
-  if (!m) throw new Error(`http.addr: expected host:port or :port, got ${JSON.stringify(addr)}`);
-  const host = m[1] ?? m[2];
-  const out: { host?: string; port: number } = { port: Number(m[3]) };
-  if (host) out.host = host;
-  return out;
-}
-
 export async function startServer(config: BerthConfig, log: Logger = createLogger(config)): Promise<RunningServer> {
-  const registry = openRegistry(config);
+  const registry = openRegistry(config, log);
   const secret = await loadSecret(config, registry.driver, log);
   const app = createApp({
     registry,
@@ -105,7 +96,13 @@ export async function startServer(config: BerthConfig, log: Logger = createLogge
     closing ??= new Promise<void>((done) => {
       if (purgeTimer) clearTimeout(purgeTimer);
       const timeout = config.http.drainTimeoutMs;
-      server.close(() => done());
+      // The cache connection is closed once the last in-flight request is done with it.
+      server.close(() => {
+        registry.close().then(done, (e: unknown) => {
+          log.warn({ err: e }, 'closing the blob descriptor cache failed');
+          done();
+        });
+      });
       server.closeIdleConnections();
       const idle = setInterval(() => server.closeIdleConnections(), 100);
       idle.unref();

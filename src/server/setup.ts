@@ -2,6 +2,7 @@
  * What both the cluster primary and the serving processes need: the logger, the storage driver table, the
  * registry over it, and the shared http.secret. Kept apart from the HTTP server so the primary stays small.
  */
+import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -12,6 +13,7 @@ import { filesystemDriver } from '../storage/filesystem.ts';
 import { inmemoryDriver } from '../storage/memory.ts';
 import { s3Driver } from '../storage/s3.ts';
 import { Registry } from '../registry/registry.ts';
+import { type BlobDescriptorCache, inmemoryDescriptorCache, redisDescriptorCache, throttledWarn } from '../registry/descriptor-cache.ts';
 
 const SECRET_PATH = '/berth/http-secret';
 
@@ -22,9 +24,62 @@ const DRIVERS: Record<BerthConfig['storage']['driver'], (c: BerthConfig) => Stor
   s3: (c) => s3Driver({ ...c.storage.s3!, redirect: !c.storage.redirectDisabled }),
 };
 
-/** The registry over the configured storage, without a server (for maintenance commands). */
-export function openRegistry(config: BerthConfig): Registry {
-  return new Registry({ driver: checkedDriver(DRIVERS[config.storage.driver](config)), deleteEnabled: config.storage.deleteEnabled });
+/** `host:port`, `:port` or `[v6]:port` (distribution's address syntax). */
+export function parseAddr(addr: string, key = 'http.addr'): { host?: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(addr.trim());
+  if (!m) throw new Error(`${key}: expected host:port or :port, got ${JSON.stringify(addr)}`);
+  const host = m[1] ?? m[2];
+  const out: { host?: string; port: number } = { port: Number(m[3]) };
+  if (host) out.host = host;
+  return out;
+}
+
+/** The configured blob-descriptor cache (`storage.cache.blobdescriptor`), if any. */
+function descriptorCache(config: BerthConfig, log: Logger, onError: (err: unknown, op: string) => void): BlobDescriptorCache | undefined {
+  const kind = config.storage.blobDescriptorCache;
+  if (kind === 'inmemory') {
+    // Each worker would keep its own cache and never see a delete made through another worker.
+    if (cluster.isWorker) {
+      log.warn('storage.cache.blobdescriptor: inmemory is per process and http.workers > 1; descriptor caching is off (use redis to share one)');
+      return undefined;
+    }
+    return inmemoryDescriptorCache(config.storage.blobDescriptorCacheSize);
+  }
+  if (kind === 'redis') {
+    const r = config.redis;
+    if (!r) throw new Error('storage.cache.blobdescriptor is redis but the redis section has no addr');
+    // distribution's addr is host:port; a bare host means Redis's default port.
+    const addr = /:\d+$/.test(r.addr) ? parseAddr(r.addr, 'redis.addr') : { host: r.addr, port: 6379 };
+    return redisDescriptorCache({
+      host: addr.host ?? '127.0.0.1',
+      port: addr.port,
+      db: r.db,
+      tls: r.tls,
+      ...(r.username !== undefined ? { username: r.username } : {}),
+      ...(r.password !== undefined ? { password: r.password } : {}),
+      ...(r.dialTimeoutMs !== undefined ? { connectTimeoutMs: r.dialTimeoutMs } : {}),
+      ...(r.readTimeoutMs !== undefined ? { commandTimeoutMs: r.readTimeoutMs } : {}),
+      onError,
+    });
+  }
+  return undefined;
+}
+
+/**
+ * The registry over the configured storage and descriptor cache (for serving and maintenance commands). A
+ * Redis cache connects on first use, so a command that never touches it opens no connection.
+ */
+export function openRegistry(config: BerthConfig, log: Logger = createLogger(config)): Registry {
+  // One throttle for connection errors and failed operations: an outage logs a line every 10 s, not per request.
+  const onCacheError = throttledWarn((err, op, suppressed) => {
+    log.warn({ err, op, suppressed }, 'blob descriptor cache error: reads and writes fall through to storage, deletes answer 503 until it is back');
+  });
+  const cache = descriptorCache(config, log, onCacheError);
+  return new Registry({
+    driver: checkedDriver(DRIVERS[config.storage.driver](config)),
+    deleteEnabled: config.storage.deleteEnabled,
+    ...(cache ? { descriptorCache: cache, onCacheError } : {}),
+  });
 }
 
 export function createLogger(config: BerthConfig): Logger {
