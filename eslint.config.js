@@ -2,12 +2,13 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-/** Folders each layer must not import from (spec <- storage <- registry <- server <- cli). */
+/** Folders each layer must not import from (spec <- storage <- registry <- server <- cli; spec <- auth <- server). */
 const layers = {
-  'src/spec/**': ['storage', 'registry', 'server', 'cli', 'config', 'client'],
-  'src/storage/**': ['registry', 'server', 'cli', 'config', 'client'],
-  'src/registry/**': ['server', 'cli', 'config', 'client'],
-  'src/config/**': ['storage', 'registry', 'server', 'cli', 'client'],
+  'src/spec/**': ['storage', 'registry', 'server', 'cli', 'config', 'client', 'auth'],
+  'src/storage/**': ['registry', 'server', 'cli', 'config', 'client', 'auth'],
+  'src/registry/**': ['server', 'cli', 'config', 'client', 'auth'],
+  'src/config/**': ['storage', 'registry', 'server', 'cli', 'client', 'auth'],
+  'src/auth/**': ['storage', 'registry', 'server', 'cli', 'config', 'client'],
   'src/server/**': ['cli'],
 };
 

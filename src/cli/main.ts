@@ -13,6 +13,12 @@ commands:
   referrers rebuild [config.yml]
                               rebuild the referrers index from the stored manifests
                               (e.g. after serving storage written by distribution)
+  htpasswd add <user> [--file FILE]
+                              add or replace a bcrypt entry (default file ./htpasswd); the password is
+                              read from stdin (prompted for without echo on a terminal)
+  token-server [config.yml] [--jwks FILE]
+                              run only the built-in token server of auth.token.builtin on http.addr;
+                              --jwks writes its public key set for registries that verify its tokens
   version                     print the version
 
 The configuration path may also come from REGISTRY_CONFIGURATION_PATH; REGISTRY_* variables override keys.`;
@@ -41,11 +47,15 @@ async function serve(args: string[]): Promise<void> {
     for (const w of warnings) log.warn(w);
     log.info({ msg: 'starting workers', workers, config: source });
     // Every worker must sign upload URLs with the same secret: settle it once, here.
-    const secret = config.http.secret ?? (await loadSecret(config, openRegistry(config).driver, log));
+    const driver = openRegistry(config, log).driver;
+    const secret = config.http.secret ?? (await loadSecret(config, driver, log));
+    // The built-in token server's signing key, settled here too so every worker signs with the same one.
+    const { loadTokenKeyPem, TOKEN_KEY_ENV } = await import('../server/auth-setup.ts');
+    const tokenKey = await loadTokenKeyPem(config, driver, log);
     // A smaller young generation keeps each worker's resident memory low under request bursts.
     cluster.setupPrimary({ silent: false, execArgv: [...process.execArgv, '--max-semi-space-size=4'] });
     const fork = (): void => {
-      cluster.fork({ REGISTRY_HTTP_SECRET: secret });
+      cluster.fork({ REGISTRY_HTTP_SECRET: secret, ...(tokenKey ? { [TOKEN_KEY_ENV]: tokenKey } : {}) });
     };
     for (let i = 0; i < workers; i++) fork();
     // One line when every worker accepts connections, for supervisors and tests to wait on.
@@ -111,6 +121,51 @@ async function referrersRebuild(args: string[]): Promise<void> {
   process.stdout.write(`indexed ${r.referrers} referrers in ${r.repositories} repositories\n`);
 }
 
+async function readPassword(): Promise<string> {
+  if (!process.stdin.isTTY) {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  }
+  const { createInterface } = await import('node:readline');
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  process.stderr.write('Password: ');
+  // Echo nothing while the password is typed.
+  (rl as unknown as { _writeToOutput: (s: string) => void })._writeToOutput = () => undefined;
+  const pw = await new Promise<string>((ok) => rl.question('', ok));
+  rl.close();
+  process.stderr.write('\n');
+  return pw;
+}
+
+async function htpasswd(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { file: { type: 'string', default: 'htpasswd' } } });
+  if (positionals[0] !== 'add' || !positionals[1]) fail(`usage: berth htpasswd add <user> [--file FILE]`, 2);
+  const password = await readPassword();
+  if (!password) fail('empty password', 1);
+  const { htpasswdSet } = await import('../auth/htpasswd.ts');
+  htpasswdSet(values.file!, positionals[1], password);
+  process.stdout.write(`${values.file}: ${positionals[1]} set (bcrypt)\n`);
+}
+
+async function tokenServer(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { jwks: { type: 'string' } } });
+  const { config } = configOrExit(positionals[0]);
+  if (config.auth?.kind !== 'token' || !config.auth.builtin) fail('token-server needs auth.token.builtin in the configuration', 2);
+  const log = createLogger(config);
+  const { buildAuth, loadTokenKeyPem } = await import('../server/auth-setup.ts');
+  const { serveTokenEndpoint } = await import('../server/token-server.ts');
+  const { tokenEndpoint, jwks } = buildAuth(config, log, await loadTokenKeyPem(config, openRegistry(config, log).driver, log));
+  if (values.jwks) {
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(values.jwks, `${JSON.stringify(jwks, null, 2)}\n`);
+  }
+  const running = await serveTokenEndpoint(tokenEndpoint!, config.http.addr, log);
+  const stop = (): void => void running.close().then(() => process.exit(0));
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
@@ -122,6 +177,10 @@ async function main(argv: string[]): Promise<void> {
     case 'referrers':
       if (rest[0] === 'rebuild') return referrersRebuild(rest.slice(1));
       return fail(`unknown referrers command ${rest[0] ?? ''}\n${USAGE}`, 2);
+    case 'htpasswd':
+      return htpasswd(rest);
+    case 'token-server':
+      return tokenServer(rest);
     case 'version':
     case '--version':
       process.stdout.write('berth 0.1.0\n');

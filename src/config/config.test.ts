@@ -60,7 +60,9 @@ test('unknown keys are warnings naming them; invalid values are errors naming ke
   bad('storage:\n  inmemory: {}\nhttp:\n  tls:\n    certificate: /c.pem\n', /http\.tls: expected both/);
   bad(': : :\n  - [', /not valid YAML/);
   bad('storage:\n  inmemory: {}\nhttp:\n  addr: nowhere\n', /http\.addr: expected host:port/);
-  bad('storage:\n  inmemory: {}\nauth:\n  htpasswd:\n    realm: r\n    path: /p\n', /auth\.htpasswd: authentication is not supported/);
+  bad('storage:\n  inmemory: {}\nauth:\n  silly:\n    realm: r\n', /auth\.silly: not supported/);
+  bad('storage:\n  inmemory: {}\nauth:\n  token:\n    realm: r\n    service: s\n    issuer: i\n', /rootcertbundle or jwks is required/);
+  bad('storage:\n  inmemory: {}\nauth:\n  htpasswd:\n    realm: r\n', /auth\.htpasswd\.path: required/);
 });
 
 test('Go durations', () => {

@@ -38,7 +38,24 @@ export interface BerthConfig {
   catalog: { maxentries: number };
   tags: { maxtags?: number };
   redis?: RedisConfig;
+  auth?: AuthConfig;
 }
+
+/** `auth`: exactly one scheme. */
+export type AuthConfig =
+  | { kind: 'htpasswd'; realm: string; path: string }
+  | {
+      kind: 'token';
+      realm: string;
+      autoredirect: boolean;
+      service: string;
+      issuer: string;
+      rootcertbundle?: string;
+      jwks?: string;
+      signingalgorithms?: string[];
+      /** Berth's built-in token server, served by the registry itself at `path`. */
+      builtin?: { path: string; htpasswd: string; rules: string; key?: string; expirationSeconds: number };
+    };
 
 /** distribution's `storage.s3` keys, defaulted. */
 export interface S3Config {
@@ -256,9 +273,23 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
   const redisAddr = redisRaw ? (redisRaw.addr ?? (Array.isArray(redisRaw.addrs) ? redisRaw.addrs[0] : undefined)) : undefined;
   if (cacheKind === 'redis' && !redisAddr) errors.push('redis.addr: required when storage.cache.blobdescriptor is redis');
 
-  // An auth section Berth cannot enforce yet must not start a silently open registry.
-  if (isObj(raw.auth) && Object.keys(raw.auth).length > 0) {
-    errors.push(`auth.${Object.keys(raw.auth)[0]}: authentication is not supported by this version of Berth; refusing to start without it`);
+  // An auth section Berth cannot enforce must never start a silently open registry.
+  const authRaw = isObj(raw.auth) ? raw.auth : {};
+  const authKinds = Object.keys(authRaw).filter((k) => k !== 'none');
+  if (authKinds.length > 1) errors.push(`auth: expected one of htpasswd or token, found ${authKinds.join(', ')}`);
+  if (authKinds.includes('silly')) errors.push('auth.silly: not supported (it lets anyone in); use auth.htpasswd or auth.token');
+  if (isObj(authRaw.htpasswd) && !authRaw.htpasswd.path) errors.push('auth.htpasswd.path: required');
+  if (isObj(authRaw.token)) {
+    const t = authRaw.token;
+    const builtin = isObj(t.builtin);
+    if (!builtin) for (const k of ['realm', 'service', 'issuer']) if (!t[k]) errors.push(`auth.token.${k}: required`);
+    if (!builtin && !t.rootcertbundle && !t.jwks) errors.push('auth.token: rootcertbundle or jwks is required to verify tokens (or builtin: for Berth\'s own token server)');
+    if (builtin && !isObj(t.builtin) ) errors.push('auth.token.builtin: expected a mapping');
+    if (builtin && isObj(t.builtin) && !t.builtin.htpasswd) errors.push('auth.token.builtin.htpasswd: required (the users who may log in)');
+    if (builtin && isObj(t.builtin) && !t.builtin.rules) errors.push('auth.token.builtin.rules: required (who may pull, push and delete what)');
+    if (Array.isArray(t.signingalgorithms) && t.signingalgorithms.some((a) => a === 'none' || String(a).startsWith('HS'))) {
+      errors.push('auth.token.signingalgorithms: "none" and HMAC algorithms are never accepted');
+    }
   }
   for (const section of ['notifications', 'proxy', 'middleware', 'health', 'validation', 'policy', 'reporting']) {
     const v = raw[section];
@@ -346,6 +377,30 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
     if (dial !== undefined) config.redis.dialTimeoutMs = dial;
     const read = ms('readtimeout');
     if (read !== undefined) config.redis.readTimeoutMs = read;
+  }
+  if (isObj(authRaw.htpasswd)) {
+    config.auth = { kind: 'htpasswd', realm: String(authRaw.htpasswd.realm ?? 'Registry Realm'), path: String(authRaw.htpasswd.path) };
+  } else if (isObj(authRaw.token)) {
+    const t = authRaw.token;
+    const b = isObj(t.builtin) ? t.builtin : undefined;
+    const path = String(b?.path ?? t.autoredirectpath ?? '/auth/token');
+    // The built-in server answers at `path` on the registry's own origin unless a realm is given.
+    const autoredirect = t.autoredirect === true || (b !== undefined && !t.realm);
+    const token: Extract<AuthConfig, { kind: 'token' }> = {
+      kind: 'token',
+      realm: autoredirect ? String(t.autoredirectpath ?? path) : String(t.realm),
+      autoredirect,
+      service: String(t.service ?? 'berth'),
+      issuer: String(t.issuer ?? 'berth'),
+    };
+    if (t.rootcertbundle) token.rootcertbundle = String(t.rootcertbundle);
+    if (t.jwks) token.jwks = String(t.jwks);
+    if (Array.isArray(t.signingalgorithms)) token.signingalgorithms = t.signingalgorithms.map(String);
+    if (b) {
+      token.builtin = { path, htpasswd: String(b.htpasswd), rules: String(b.rules), expirationSeconds: b.expiration === undefined ? 300 : Math.max(60, Math.round(parseDuration(b.expiration)! / 1000)) };
+      if (b.key) token.builtin.key = String(b.key);
+    }
+    config.auth = token;
   }
   const maxtags = get(raw, 'tags.maxtags');
   if (typeof maxtags === 'number') config.tags.maxtags = maxtags;

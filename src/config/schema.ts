@@ -73,7 +73,23 @@ export const CONFIG_SCHEMA: Schema = obj({
     }),
     tag: obj({ concurrencylimit: int(1) }),
   }),
-  auth: obj({}, true),
+  auth: obj({
+    htpasswd: obj({ realm: str(), path: str() }),
+    token: obj({
+      realm: str(),
+      service: str(),
+      issuer: str(),
+      rootcertbundle: str(),
+      jwks: str(),
+      autoredirect: bool,
+      autoredirectpath: str(),
+      signingalgorithms: list(str()),
+      /** Berth: the built-in token server (distribution's `issuer` key is the iss string, so this has its own name). */
+      builtin: obj({ path: str(), htpasswd: str(), rules: str(), key: str(), expiration: duration }),
+    }),
+    silly: obj({}, true),
+    none: any,
+  }),
   middleware: obj({}, true),
   http: obj({
     addr: str(),

@@ -8,14 +8,25 @@ import type { Logger } from 'pino';
 import { OciError } from '../spec/errors.ts';
 import { parseRepoName } from '../spec/names.ts';
 import { matchRoute, type RouteId } from '../spec/routes.ts';
+import type { Authorizer } from '../auth/authorizer.ts';
+import { requiredAccess } from '../auth/scopes.ts';
 import * as H from './handlers.ts';
 import { sendError, sendJson } from './http.ts';
+
+/** An extra endpoint outside the API (the built-in token server). */
+export interface ExtraEndpoint {
+  path: string;
+  handle(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): Promise<void>;
+}
 
 export interface AppOptions extends H.HandlerEnv {
   log: Logger;
   accessLog: boolean;
   readonly: boolean;
   headers: Record<string, string[]>;
+  /** Who may do what (`auth`); absent: everyone may do everything. */
+  auth?: Authorizer;
+  tokenEndpoint?: ExtraEndpoint;
 }
 
 type Handler = (c: H.Ctx) => Promise<void>;
@@ -45,11 +56,13 @@ export function createApp(opts: AppOptions): (req: IncomingMessage, res: ServerR
     let path = q < 0 ? rawUrl : rawUrl.slice(0, q);
     const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1));
     const log = opts.log;
+    let user: string | undefined;
     if (opts.accessLog) {
       res.once('finish', () => {
         log.info({
           msg: 'request',
           reqId,
+          user,
           method: req.method,
           path: path.slice(0, 512),
           status: res.statusCode,
@@ -79,13 +92,38 @@ export function createApp(opts: AppOptions): (req: IncomingMessage, res: ServerR
         if (!path.startsWith(`${prefix}/`)) throw new OciError('NOT_FOUND');
         path = path.slice(prefix.length);
       }
+      if (opts.tokenEndpoint && path === opts.tokenEndpoint.path) {
+        opts.tokenEndpoint.handle(req, res, query).catch(fail);
+        return;
+      }
       const route = matchRoute(path);
       if (!route) throw new OciError('NOT_FOUND', { path: path.slice(0, 200) });
       const method = req.method ?? 'GET';
       if (!route.methods.includes(method)) {
         throw new OciError('UNSUPPORTED', { reason: `method ${method} not allowed here` }, { Allow: route.methods.join(', ') });
       }
-      if (route.id === 'base') {
+      // The name is validated before it appears in a challenge or a scope.
+      const name = route.id === 'base' || route.id === 'catalog' ? undefined : parseRepoName(route.name!);
+      if (opts.auth) {
+        const mountFrom = route.id === 'upload-start' && query.has('mount') ? query.get('from') ?? undefined : undefined;
+        const required = requiredAccess(route.id, method, name, mountFrom === undefined ? undefined : parseRepoName(mountFrom));
+        opts.auth
+          .authorize(req.headers.authorization, required, H.origin(req, opts))
+          .then((d) => {
+            if (!d.ok) throw new OciError('UNAUTHORIZED', d.detail ?? d.message, { 'WWW-Authenticate': d.challenge });
+            user = d.user;
+            serve(route.id, method, name, route.ref ?? '');
+          })
+          .catch(fail);
+        return;
+      }
+      serve(route.id, method, name, route.ref ?? '');
+    } catch (e) {
+      fail(e);
+    }
+
+    function serve(routeId: RouteId, method: string, name: ReturnType<typeof parseRepoName> | undefined, ref: string): void {
+      if (routeId === 'base') {
         req.resume();
         sendJson(res, 200, {}, {}, method === 'HEAD');
         return;
@@ -97,24 +135,23 @@ export function createApp(opts: AppOptions): (req: IncomingMessage, res: ServerR
         log,
         query,
         name: '' as H.Ctx['name'],
-        ref: route.ref ?? '',
+        ref,
         get signal() {
           return signal();
         },
       };
       let handler: Handler | undefined;
-      if (route.id === 'catalog') {
+      if (routeId === 'catalog') {
         handler = H.catalog;
       } else {
-        ctx.name = parseRepoName(route.name!);
-        handler = HANDLERS[route.id][method];
+        ctx.name = name!;
+        handler = HANDLERS[routeId][method];
       }
       if (opts.readonly && WRITES.has(method)) {
-        throw new OciError('UNSUPPORTED', { reason: 'the registry is in read-only mode' });
+        fail(new OciError('UNSUPPORTED', { reason: 'the registry is in read-only mode' }));
+        return;
       }
       handler!(ctx).catch(fail);
-    } catch (e) {
-      fail(e);
     }
   };
 }

@@ -40,10 +40,15 @@ const BLOB_CACHE = 'max-age=31536000';
 
 function baseUrl(c: Ctx): string {
   if (c.env.relativeurls) return c.env.prefix;
-  if (c.env.host) return `${c.env.host}${c.env.prefix}`;
-  const proto = (c.req.headers['x-forwarded-proto'] as string | undefined)?.split(',')[0]?.trim() ?? ((c.req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
-  const host = (c.req.headers['x-forwarded-host'] as string | undefined)?.split(',')[0]?.trim() ?? c.req.headers.host ?? 'localhost';
-  return `${proto}://${host}${c.env.prefix}`;
+  return `${origin(c.req, c.env)}${c.env.prefix}`;
+}
+
+/** `scheme://host` the client used: `http.host`, else the forwarded or Host header. */
+export function origin(req: IncomingMessage, env: Pick<HandlerEnv, 'host'>): string {
+  if (env.host) return env.host;
+  const proto = (req.headers['x-forwarded-proto'] as string | undefined)?.split(',')[0]?.trim() ?? ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
+  const host = (req.headers['x-forwarded-host'] as string | undefined)?.split(',')[0]?.trim() ?? req.headers.host ?? 'localhost';
+  return `${proto}://${host}`;
 }
 
 export function parseReference(ref: string): ManifestRef {
