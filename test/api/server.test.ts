@@ -2,7 +2,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -178,6 +178,41 @@ describe('server behaviour', () => {
           r.end();
         });
         assert.equal(status, 200);
+      } finally {
+        await reg.stop();
+      }
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  test('TLS client certificates (clientcas) and minimumtls: no certificate or a stranger\'s is refused, a CA-signed one is served', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'berth-mtls-'));
+    const ssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: tmp, stdio: 'ignore' });
+    try {
+      ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1');
+      ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=client CA');
+      ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'client.key', '-out', 'client.csr', '-subj', '/CN=ci-runner');
+      ssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'client.pem', '-days', '1');
+      ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'stranger.key', '-out', 'stranger.pem', '-days', '1', '-subj', '/CN=stranger');
+      const reg = await startBerth({
+        extraYaml: `  tls:\n    certificate: ${join(tmp, 'cert.pem')}\n    key: ${join(tmp, 'key.pem')}\n    clientcas: [${join(tmp, 'ca.pem')}]\n    minimumtls: tls1.3\n`,
+      });
+      const get = (opts: Record<string, unknown>): Promise<number | string> =>
+        new Promise((ok) => {
+          const r = httpsRequest(`https://127.0.0.1:${reg.port}/v2/`, { rejectUnauthorized: false, ...opts }, (res) => {
+            res.resume();
+            ok(res.statusCode ?? 0);
+          });
+          r.on('error', (e: NodeJS.ErrnoException) => ok(e.code ?? e.message));
+          r.end();
+        });
+      try {
+        const read = (f: string): Buffer => readFileSync(join(tmp, f));
+        assert.equal(await get({ cert: read('client.pem'), key: read('client.key') }), 200);
+        assert.notEqual(await get({}), 200, 'no client certificate');
+        assert.notEqual(await get({ cert: read('stranger.pem'), key: read('stranger.key') }), 200, 'a certificate from another CA');
+        assert.notEqual(await get({ cert: read('client.pem'), key: read('client.key'), maxVersion: 'TLSv1.2' }), 200, 'TLS 1.2 below minimumtls');
       } finally {
         await reg.stop();
       }
