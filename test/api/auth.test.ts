@@ -287,3 +287,45 @@ describe('logs', () => {
     }
   });
 });
+
+describe('berth token-server', () => {
+  test('runs the built-in token server alone; a registry elsewhere trusts it through the JWKS it writes', async () => {
+    const { spawn } = await import('node:child_process');
+    const { PROJECT_ROOT } = await import('../helpers/servers.ts');
+    const dir = mkdtempSync(join(tmpdir(), 'berth-token-server-'));
+    const jwks = join(dir, 'jwks.json');
+    writeFileSync(
+      join(dir, 'ts.yml'),
+      `version: 0.1\nstorage:\n  inmemory: {}\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  token:\n    service: remote-registry\n    issuer: central-auth\n    builtin:\n      htpasswd: ${htpasswd}\n      rules: ${rules}\n      key: ${join(dir, 'signing.pem')}\n`,
+    );
+    const proc = spawn(process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts'), 'token-server', join(dir, 'ts.yml'), '--jwks', jwks], { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const port = await new Promise<number>((ok, fail) => {
+      proc.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /"msg":"listening","port":(\d+)/.exec(out);
+        if (m) ok(Number(m[1]));
+      });
+      proc.once('exit', (code) => fail(new Error(`token-server exited ${code}: ${out}`)));
+    });
+    const reg = await startBerth({
+      configYaml: `version: 0.1\nstorage:\n  inmemory: {}\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  token:\n    realm: http://127.0.0.1:${port}/auth/token\n    service: remote-registry\n    issuer: central-auth\n    jwks: ${jwks}\n`,
+    });
+    try {
+      const challenge = (await req(`${reg.url}/v2/public/base/tags/list`)).headers.get('www-authenticate');
+      assert.equal(challenge, `Bearer realm="http://127.0.0.1:${port}/auth/token",service="remote-registry",scope="repository:public/base:pull"`);
+      const t = await req(`http://127.0.0.1:${port}/auth/token?service=remote-registry&scope=repository:public/base:pull,push`, { headers: { Authorization: basic('alice', PASSWORDS.alice) } });
+      assert.equal(t.status, 200);
+      const bearer = `Bearer ${(t.json() as { token: string }).token}`;
+      const b = blob('pushed-with-a-remote-token');
+      assert.equal((await req(`${reg.url}/v2/public/base/blobs/uploads/?digest=${b.digest}`, { method: 'POST', body: b.data, headers: { Authorization: bearer } })).status, 201);
+      assert.equal(sha256((await req(`${reg.url}/v2/public/base/blobs/${b.digest}`, { headers: { Authorization: bearer } })).body), b.digest);
+      assert.equal((await req(`${reg.url}/v2/team/app/tags/list`, { headers: { Authorization: bearer } })).status, 401);
+      assert.equal((await req(`http://127.0.0.1:${port}/v2/`)).status, 404, 'the token server serves nothing else');
+    } finally {
+      await reg.stop();
+      proc.kill('SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
