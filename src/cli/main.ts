@@ -50,8 +50,13 @@ async function serve(args: string[]): Promise<void> {
     const driver = openRegistry(config, log).driver;
     const secret = config.http.secret ?? (await loadSecret(config, driver, log));
     // The built-in token server's signing key, settled here too so every worker signs with the same one.
-    const { loadTokenKeyPem, TOKEN_KEY_ENV } = await import('../server/auth-setup.ts');
-    const tokenKey = await loadTokenKeyPem(config, driver, log);
+    let tokenKey: string | undefined;
+    let TOKEN_KEY_ENV = '';
+    if (config.auth) {
+      const m = await import('../server/auth-setup.ts');
+      tokenKey = await m.loadTokenKeyPem(config, driver, log);
+      TOKEN_KEY_ENV = m.TOKEN_KEY_ENV;
+    }
     // A smaller young generation keeps each worker's resident memory low under request bursts.
     cluster.setupPrimary({ silent: false, execArgv: [...process.execArgv, '--max-semi-space-size=4'] });
     const fork = (): void => {

@@ -12,7 +12,6 @@ import type { Logger } from 'pino';
 import type { BerthConfig } from '../config/config.ts';
 import type { Registry } from '../registry/registry.ts';
 import { createApp } from './app.ts';
-import { buildAuth, loadTokenKeyPem } from './auth-setup.ts';
 import { createLogger, loadSecret, openRegistry, parseAddr } from './setup.ts';
 
 export { createLogger, loadSecret, openRegistry, parseAddr };
@@ -30,7 +29,10 @@ export interface RunningServer {
 export async function startServer(config: BerthConfig, log: Logger = createLogger(config)): Promise<RunningServer> {
   const registry = openRegistry(config, log);
   const secret = await loadSecret(config, registry.driver, log);
-  const { auth, tokenEndpoint } = buildAuth(config, log, await loadTokenKeyPem(config, registry.driver, log));
+  // Authentication code (JWT, bcrypt) is loaded only when configured.
+  const { auth, tokenEndpoint } = config.auth
+    ? await import('./auth-setup.ts').then(async (m) => m.buildAuth(config, log, await m.loadTokenKeyPem(config, registry.driver, log)))
+    : {};
   const app = createApp({
     ...(auth ? { auth } : {}),
     ...(tokenEndpoint ? { tokenEndpoint } : {}),

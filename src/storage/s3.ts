@@ -15,25 +15,10 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable, Writable } from 'node:stream';
-import {
-  S3Client,
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CopyObjectCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  UploadPartCommand,
-  UploadPartCopyCommand,
-  type CompletedPart,
-  type ServerSideEncryption,
-  type StorageClass,
-  type ObjectCannedACL,
-} from '@aws-sdk/client-s3';
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { createRequire } from 'node:module';
+import type * as S3 from '@aws-sdk/client-s3';
+import type { CompletedPart, ServerSideEncryption, StorageClass, ObjectCannedACL } from '@aws-sdk/client-s3';
+import type * as Presigner from '@aws-sdk/s3-request-presigner';
 import { type FileInfo, type FileWriter, type IoOptions, PathNotFoundError, type StorageDriver } from './driver.ts';
 
 /** The driver's options: distribution's `storage.s3` keys, plus whether blob reads may redirect. */
@@ -63,6 +48,9 @@ export interface S3DriverOptions {
   redirectExpirySeconds?: number;
 }
 
+// The SDK is loaded when an s3 driver is made, not when this module is: it adds ~20 MiB to every process.
+const load = createRequire(import.meta.url);
+
 const MiB = 1024 * 1024;
 /** S3's smallest part other than the last. */
 const MIN_PART = 5 * MiB;
@@ -89,10 +77,13 @@ function copySource(bucket: string, key: string): string {
 }
 
 export function s3Driver(o: S3DriverOptions): StorageDriver {
+  const sdk = load('@aws-sdk/client-s3') as typeof S3;
+  let signer: typeof Presigner | undefined;
+  const presigner = (): typeof Presigner => (signer ??= load('@aws-sdk/s3-request-presigner') as typeof Presigner);
   const secure = o.secure ?? true;
   let endpoint = o.regionendpoint;
   if (endpoint && !/^https?:\/\//.test(endpoint)) endpoint = `${secure ? 'https' : 'http'}://${endpoint}`;
-  const client = new S3Client({
+  const client = new sdk.S3Client({
     region: o.region,
     ...(endpoint ? { endpoint } : {}),
     forcePathStyle: o.forcepathstyle ?? false,
@@ -125,7 +116,7 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
   async function* listKeys(prefix: string, delimiter: string | undefined, io?: IoOptions): AsyncGenerator<{ keys: Piece[]; prefixes: string[] }> {
     let token: string | undefined;
     do {
-      const r = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(delimiter ? { Delimiter: delimiter } : {}), ...(token ? { ContinuationToken: token } : {}) }), opts(io));
+      const r = await client.send(new sdk.ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(delimiter ? { Delimiter: delimiter } : {}), ...(token ? { ContinuationToken: token } : {}) }), opts(io));
       yield {
         keys: (r.Contents ?? []).map((c) => ({ key: c.Key!, size: c.Size ?? 0, modTime: c.LastModified ?? new Date(0), ...(c.ETag ? { etag: c.ETag } : {}) })),
         prefixes: (r.CommonPrefixes ?? []).map((p) => p.Prefix!),
@@ -140,7 +131,7 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
   }
   async function head(k: string, io?: IoOptions): Promise<Piece | undefined> {
     try {
-      const r = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: k }), opts(io));
+      const r = await client.send(new sdk.HeadObjectCommand({ Bucket: bucket, Key: k }), opts(io));
       return { key: k, size: r.ContentLength ?? 0, modTime: r.LastModified ?? new Date(0), ...(r.ETag ? { etag: r.ETag } : {}) };
     } catch (e) {
       if (isMissing(e)) return undefined;
@@ -169,13 +160,13 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
   async function deleteKeys(keys: string[], io?: IoOptions): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
-      const r = await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }), opts(io));
+      const r = await client.send(new sdk.DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }), opts(io));
       const failed = (r.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
       if (failed.length > 0) throw new Error(`S3 delete failed for ${failed.length} keys: ${failed[0]!.Code} ${failed[0]!.Message}`);
     }
   }
   async function getRange(k: string, start: number, end: number, io?: IoOptions): Promise<Readable> {
-    const r = await client.send(new GetObjectCommand({ Bucket: bucket, Key: k, Range: `bytes=${start}-${end}` }), opts(io));
+    const r = await client.send(new sdk.GetObjectCommand({ Bucket: bucket, Key: k, Range: `bytes=${start}-${end}` }), opts(io));
     return r.Body as Readable;
   }
   async function readRange(k: string, start: number, end: number, io?: IoOptions): Promise<Buffer> {
@@ -186,14 +177,14 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
 
   /** Writes `pieces` (in order) into one object at `dst`: server-side copies where S3 allows, small pieces merged here. */
   async function compose(list: Piece[], dst: string, io?: IoOptions): Promise<void> {
-    const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: dst, ...writeParams }), opts(io));
+    const { UploadId } = await client.send(new sdk.CreateMultipartUploadCommand({ Bucket: bucket, Key: dst, ...writeParams }), opts(io));
     const parts: CompletedPart[] = [];
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     const uploadPending = async (): Promise<void> => {
       const body = Buffer.concat(pending, pendingBytes);
       const PartNumber = parts.length + 1;
-      const r = await client.send(new UploadPartCommand({ Bucket: bucket, Key: dst, UploadId, PartNumber, Body: body, ContentLength: body.length }), opts(io));
+      const r = await client.send(new sdk.UploadPartCommand({ Bucket: bucket, Key: dst, UploadId, PartNumber, Body: body, ContentLength: body.length }), opts(io));
       parts.push({ ETag: r.ETag!, PartNumber });
       pending = [];
       pendingBytes = 0;
@@ -209,7 +200,7 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
             if (rest - n > 0 && rest - n < MIN_PART) n = rest - MIN_PART;
             const PartNumber = parts.length + 1;
             const r = await client.send(
-              new UploadPartCopyCommand({ Bucket: bucket, Key: dst, UploadId, PartNumber, CopySource: copySource(bucket, p.key), CopySourceRange: `bytes=${off}-${off + n - 1}` }),
+              new sdk.UploadPartCopyCommand({ Bucket: bucket, Key: dst, UploadId, PartNumber, CopySource: copySource(bucket, p.key), CopySourceRange: `bytes=${off}-${off + n - 1}` }),
               opts(io),
             );
             parts.push({ ETag: r.CopyPartResult!.ETag!, PartNumber });
@@ -225,15 +216,15 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
         }
       }
       if (pendingBytes > 0 || parts.length === 0) await uploadPending();
-      await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: dst, UploadId, MultipartUpload: { Parts: parts } }), opts(io));
+      await client.send(new sdk.CompleteMultipartUploadCommand({ Bucket: bucket, Key: dst, UploadId, MultipartUpload: { Parts: parts } }), opts(io));
     } catch (e) {
-      await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: dst, UploadId })).catch(() => undefined);
+      await client.send(new sdk.AbortMultipartUploadCommand({ Bucket: bucket, Key: dst, UploadId })).catch(() => undefined);
       throw e;
     }
   }
   async function copy(p: Piece, dst: string, io?: IoOptions): Promise<void> {
     if (p.size > MAX_COPY) return compose([p], dst, io);
-    await client.send(new CopyObjectCommand({ Bucket: bucket, Key: dst, CopySource: copySource(bucket, p.key), ...writeParams }), opts(io));
+    await client.send(new sdk.CopyObjectCommand({ Bucket: bucket, Key: dst, CopySource: copySource(bucket, p.key), ...writeParams }), opts(io));
   }
 
   /** Streams into `target` through a multipart upload of `partSize` parts, one part uploading while the next fills. */
@@ -248,9 +239,9 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
     let finished: Promise<void> | undefined;
     let persisted = 0;
     const uploadPart = async (body: Buffer): Promise<void> => {
-      uploadId ??= (await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: target, ...writeParams }), opts(io))).UploadId!;
+      uploadId ??= (await client.send(new sdk.CreateMultipartUploadCommand({ Bucket: bucket, Key: target, ...writeParams }), opts(io))).UploadId!;
       const PartNumber = parts.length + 1;
-      const r = await client.send(new UploadPartCommand({ Bucket: bucket, Key: target, UploadId: uploadId, PartNumber, Body: body, ContentLength: body.length }), opts(io));
+      const r = await client.send(new sdk.UploadPartCommand({ Bucket: bucket, Key: target, UploadId: uploadId, PartNumber, Body: body, ContentLength: body.length }), opts(io));
       parts.push({ ETag: r.ETag!, PartNumber });
       uploadedBytes += body.length;
     };
@@ -282,18 +273,18 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
         chunks = [];
         if (!uploadId) {
           if (rest.length > 0 || createEmpty) {
-            await client.send(new PutObjectCommand({ Bucket: bucket, Key: target, Body: rest, ContentLength: rest.length, ...writeParams }), opts(io));
+            await client.send(new sdk.PutObjectCommand({ Bucket: bucket, Key: target, Body: rest, ContentLength: rest.length, ...writeParams }), opts(io));
           }
           persisted = rest.length;
           return;
         }
         if (rest.length > 0 && !failed) await uploadPart(rest);
         if (parts.length === 0) {
-          await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: target, UploadId: uploadId })).catch(() => undefined);
+          await client.send(new sdk.AbortMultipartUploadCommand({ Bucket: bucket, Key: target, UploadId: uploadId })).catch(() => undefined);
           persisted = 0;
           return;
         }
-        await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: target, UploadId: uploadId, MultipartUpload: { Parts: parts } }), opts(io));
+        await client.send(new sdk.CompleteMultipartUploadCommand({ Bucket: bucket, Key: target, UploadId: uploadId, MultipartUpload: { Parts: parts } }), opts(io));
         persisted = uploadedBytes;
       })());
     return {
@@ -304,7 +295,7 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
       cancel: async () => {
         finished ??= (async () => {
           await inflight?.catch(() => undefined);
-          if (uploadId) await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: target, UploadId: uploadId })).catch(() => undefined);
+          if (uploadId) await client.send(new sdk.AbortMultipartUploadCommand({ Bucket: bucket, Key: target, UploadId: uploadId })).catch(() => undefined);
         })();
         await finished;
         await driver.delete(path).catch(() => undefined);
@@ -326,7 +317,7 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
     async putContent(path, data, io) {
       const segs = await segments(path, io);
       if (segs.length > 0) await deleteKeys(segs.map((s) => s.key), io);
-      await client.send(new PutObjectCommand({ Bucket: bucket, Key: key(path), Body: data, ContentLength: data.byteLength, ...writeParams }), opts(io));
+      await client.send(new sdk.PutObjectCommand({ Bucket: bucket, Key: key(path), Body: data, ContentLength: data.byteLength, ...writeParams }), opts(io));
     },
     async reader(path, offset = 0, io) {
       const p = await pieces(path, io);
@@ -363,7 +354,7 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
           const modTime = new Date(Math.max(...p.pieces.map((x) => x.modTime.getTime())));
           return { path, size: p.size, modTime, isDir: false, version: `${p.pieces[0]?.etag ?? ''}/${p.pieces.length}/${p.size}` };
         }
-        const r = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: dirPrefix(path), MaxKeys: 1 }), opts(io));
+        const r = await client.send(new sdk.ListObjectsV2Command({ Bucket: bucket, Prefix: dirPrefix(path), MaxKeys: 1 }), opts(io));
         if ((r.KeyCount ?? r.Contents?.length ?? 0) === 0) throw new PathNotFoundError(path);
       }
       return { path, size: 0, modTime: new Date(0), isDir: true };
@@ -385,7 +376,7 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
       const dstSegs = await segments(dst, io);
       if (dstSegs.length > 0) await deleteKeys(dstSegs.map((s) => s.key), io);
       const nonEmpty = p.pieces.filter((x) => x.size > 0);
-      if (nonEmpty.length === 0) await client.send(new PutObjectCommand({ Bucket: bucket, Key: key(dst), Body: Buffer.alloc(0), ContentLength: 0, ...writeParams }), opts(io));
+      if (nonEmpty.length === 0) await client.send(new sdk.PutObjectCommand({ Bucket: bucket, Key: key(dst), Body: Buffer.alloc(0), ContentLength: 0, ...writeParams }), opts(io));
       else if (nonEmpty.length === 1) await copy(nonEmpty[0]!, key(dst), io);
       else await compose(nonEmpty, key(dst), io);
       await deleteKeys([...p.pieces, ...p.extra].map((x) => x.key), io);
@@ -402,7 +393,7 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
       if (!o.redirect) return undefined;
       const input = { Bucket: bucket, Key: key(path) };
       const expiresIn = o.redirectExpirySeconds ?? 20 * 60;
-      return getSignedUrl(client, method === 'HEAD' ? new HeadObjectCommand(input) : new GetObjectCommand(input), { expiresIn });
+      return presigner().getSignedUrl(client, method === 'HEAD' ? new sdk.HeadObjectCommand(input) : new sdk.GetObjectCommand(input), { expiresIn });
     },
   };
   return driver;
