@@ -334,9 +334,9 @@ export async function startBerth(launch: BerthLaunch, workers: number, o: Regist
   try {
     await waitReady('berth', proc, `${url}/v2/`, out);
     if (n > 1) {
-      // Cluster workers start one by one; wait until all of them exist and the port keeps answering.
+      // The first process serves and forks the others; wait until all of them exist and the port keeps answering.
       const deadline = Date.now() + 60_000;
-      while (descendants(proc.pid!).length < n) {
+      while (descendants(proc.pid!).length < n - 1) {
         if (Date.now() > deadline) throw new Error(`berth: expected ${n} workers:\n${out.text()}`);
         await sleep(100);
       }

@@ -1,6 +1,7 @@
 /** The `berth` command: argument parsing and output only. */
 import { parseArgs } from 'node:util';
-import cluster from 'node:cluster';
+import { fork, type ChildProcess } from 'node:child_process';
+import type { Server } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { ConfigError, loadConfig } from '../config/config.ts';
 import { createLogger, loadSecret, openRegistry } from '../server/setup.ts';
@@ -38,67 +39,92 @@ function configOrExit(path: string | undefined): ReturnType<typeof loadConfig> {
   }
 }
 
+/** Set in the processes the first one forks; they receive its listening socket instead of binding their own. */
+const WORKER_ENV = 'BERTH_WORKER';
+
+/**
+ * `berth serve`. With `http.workers` > 1 the first process serves too, and forks the others; they all accept
+ * on one listening socket (the kernel spreads connections), so N processes serve on N CPUs with no idle
+ * primary and no per-connection hand-off. The first process settles the shared secret and token key, restarts
+ * a child that dies, and drains everyone on SIGTERM.
+ */
 async function serve(args: string[]): Promise<void> {
   const { positionals } = parseArgs({ args, allowPositionals: true, strict: true });
   const { config, warnings, source } = configOrExit(positionals[0]);
   const log = createLogger(config);
   const workers = config.http.workers === 0 ? availableParallelism() : config.http.workers;
-  if (workers > 1 && cluster.isPrimary) {
-    for (const w of warnings) log.warn(w);
-    log.info({ msg: 'starting workers', workers, config: source });
-    // Every worker must sign upload URLs with the same secret: settle it once, here.
-    const driver = openRegistry(config, log).driver;
-    const secret = config.http.secret ?? (await loadSecret(config, driver, log));
-    // The built-in token server's signing key, settled here too so every worker signs with the same one.
-    let tokenKey: string | undefined;
-    let TOKEN_KEY_ENV = '';
-    if (config.auth) {
-      const m = await import('../server/auth-setup.ts');
-      tokenKey = await m.loadTokenKeyPem(config, driver, log);
-      TOKEN_KEY_ENV = m.TOKEN_KEY_ENV;
-    }
-    // A smaller young generation keeps each worker's resident memory low under request bursts.
-    cluster.setupPrimary({ silent: false, execArgv: [...process.execArgv, '--max-semi-space-size=4'] });
-    const fork = (): void => {
-      cluster.fork({ REGISTRY_HTTP_SECRET: secret, ...(tokenKey ? { [TOKEN_KEY_ENV]: tokenKey } : {}) });
-    };
-    for (let i = 0; i < workers; i++) fork();
-    // One line when every worker accepts connections, for supervisors and tests to wait on.
-    let listening = 0;
-    cluster.on('listening', (_w, address) => {
-      if (++listening === workers) log.info({ msg: 'all workers listening', workers, port: address.port });
+  // The HTTP server is loaded only where it serves.
+  const { startServer } = await import('../server/serve.ts');
+
+  if (process.env[WORKER_ENV]) {
+    const handle = await new Promise<Server>((ok) => {
+      const onMessage = (m: unknown, h: unknown): void => {
+        if (m !== 'berth:listen') return;
+        process.off('message', onMessage);
+        ok(h as Server);
+      };
+      process.on('message', onMessage);
     });
-    let stopping = false;
-    const stop = (): void => {
-      stopping = true;
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-    cluster.on('exit', (w, code, signal) => {
-      if (stopping) {
-        if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
-        return;
-      }
-      log.error({ pid: w.process.pid, code, signal }, 'worker died; restarting');
-      fork();
-    });
+    const running = await startServer(config, log, { handle });
+    process.send?.('berth:listening');
+    drainOnSignals(log, () => running.close());
+    // A worker whose first process is gone has no one to answer to.
+    process.on('disconnect', () => void running.close().then(() => process.exit(0)));
     return;
   }
-  if (cluster.isPrimary) {
-    for (const w of warnings) log.warn(w);
-    log.info({ msg: 'configuration', config: source });
+
+  for (const w of warnings) log.warn(w);
+  log.info({ msg: 'configuration', config: source, workers });
+  if (workers <= 1) {
+    const running = await startServer(config, log);
+    drainOnSignals(log, () => running.close());
+    return;
   }
-  // The HTTP server is loaded only where it serves, so a cluster primary stays small.
-  const { startServer } = await import('../server/serve.ts');
-  const running = await startServer(config, log);
+  // Every process must sign upload URLs (and tokens) with the same keys: settle them once, here.
+  const driver = openRegistry(config, log).driver;
+  const secret = config.http.secret ?? (await loadSecret(config, driver, log));
+  const env: NodeJS.ProcessEnv = { ...process.env, [WORKER_ENV]: '1', REGISTRY_HTTP_SECRET: secret };
+  if (config.auth) {
+    const m = await import('../server/auth-setup.ts');
+    const key = await m.loadTokenKeyPem(config, driver, log);
+    if (key) env[m.TOKEN_KEY_ENV] = process.env[m.TOKEN_KEY_ENV] = key;
+  }
+  const running = await startServer({ ...config, http: { ...config.http, secret } }, log);
+  const children = new Set<ChildProcess>();
+  let ready = 0;
+  let stopping = false;
+  const forkOne = (): void => {
+    // A smaller young generation keeps each worker's resident memory low under request bursts.
+    const child = fork(process.argv[1]!, process.argv.slice(2), { env, execArgv: [...process.execArgv, '--max-semi-space-size=4'] });
+    children.add(child);
+    child.on('message', (m) => {
+      if (m === 'berth:listening' && ++ready === workers - 1) log.info({ msg: 'all workers listening', workers, port: running.port });
+    });
+    child.once('spawn', () => child.send('berth:listen', running.server));
+    child.once('exit', (code, signal) => {
+      children.delete(child);
+      if (stopping) return;
+      log.error({ pid: child.pid, code, signal }, 'worker died; restarting');
+      setTimeout(forkOne, 200).unref();
+    });
+  };
+  for (let i = 1; i < workers; i++) forkOne();
+  drainOnSignals(log, async () => {
+    stopping = true;
+    const exits = [...children].map((c) => new Promise((ok) => c.once('exit', ok)));
+    for (const c of children) c.kill('SIGTERM');
+    await Promise.all([running.close(), ...exits]);
+  });
+}
+
+/** SIGTERM/SIGINT: drain once (repeated signals are ignored; a supervisor may send several), then exit. */
+function drainOnSignals(log: ReturnType<typeof createLogger>, drain: () => Promise<void>): void {
   let stopping = false;
   const shutdown = (sig: string): void => {
-    // Repeated signals while draining are ignored (a supervisor may send several).
     if (stopping) return;
     stopping = true;
     log.info({ msg: 'draining', signal: sig });
-    void running.close().then(() => {
+    void drain().then(() => {
       log.info('stopped');
       log.flush();
       process.exit(0);

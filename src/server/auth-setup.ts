@@ -17,7 +17,7 @@ import type { ExtraEndpoint } from './app.ts';
 import { tokenEndpoint } from './token-server.ts';
 
 const KEY_PATH = '/berth/token-key.pem';
-/** The primary of a cluster hands the settled key to its workers through this variable. */
+/** The first process hands the settled key to the workers it forks through this variable. */
 export const TOKEN_KEY_ENV = 'BERTH_TOKEN_KEY';
 
 export interface AuthSetup {

@@ -26,7 +26,12 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export async function startServer(config: BerthConfig, log: Logger = createLogger(config)): Promise<RunningServer> {
+export interface StartOptions {
+  /** Accept on this listening socket (passed by the first process) instead of binding http.addr. */
+  handle?: import('node:net').Server;
+}
+
+export async function startServer(config: BerthConfig, log: Logger = createLogger(config), opts: StartOptions = {}): Promise<RunningServer> {
   const registry = openRegistry(config, log);
   const secret = await loadSecret(config, registry.driver, log);
   // Authentication code (JWT, bcrypt) is loaded only when configured.
@@ -70,10 +75,12 @@ export async function startServer(config: BerthConfig, log: Logger = createLogge
   const { host, port } = parseAddr(config.http.addr);
   await new Promise<void>((ok, fail) => {
     server.once('error', fail);
-    server.listen({ port, ...(host ? { host } : {}), backlog: 1024 }, () => {
+    const listening = (): void => {
       server.off('error', fail);
       ok();
-    });
+    };
+    if (opts.handle) server.listen(opts.handle, listening);
+    else server.listen({ port, ...(host ? { host } : {}), backlog: 1024 }, listening);
   });
   const a = server.address() as AddressInfo;
   const shownHost = a.family === 'IPv6' ? (a.address === '::' ? 'localhost' : `[${a.address}]`) : a.address === '0.0.0.0' ? 'localhost' : a.address;

@@ -1,8 +1,8 @@
 /**
- * What both the cluster primary and the serving processes need: the logger, the storage driver table, the
- * registry over it, and the shared http.secret. Kept apart from the HTTP server so the primary stays small.
+ * What both the first (supervising) process and the serving code need: the logger, the storage driver table, the
+ * registry over it, and the shared http.secret. Kept apart from the HTTP server.
  */
-import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -39,7 +39,7 @@ function descriptorCache(config: BerthConfig, log: Logger, onError: (err: unknow
   const kind = config.storage.blobDescriptorCache;
   if (kind === 'inmemory') {
     // Each worker would keep its own cache and never see a delete made through another worker.
-    if (cluster.isWorker) {
+    if ((config.http.workers === 0 ? availableParallelism() : config.http.workers) > 1) {
       log.warn('storage.cache.blobdescriptor: inmemory is per process and http.workers > 1; descriptor caching is off (use redis to share one)');
       return undefined;
     }
