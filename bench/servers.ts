@@ -251,7 +251,9 @@ export function toolVersions(): Record<string, string> {
 
 export interface BerthLaunch {
   runtime: 'dist' | 'tsx';
-  /** Node arguments before `serve <config>`. */
+  /** The command: bin/berth.js run directly (its shebang's Node flags apply, as for `npx berth`), or node. */
+  cmd: string;
+  /** Arguments before `serve <config>`. */
   args: string[];
   note: string;
 }
@@ -268,8 +270,8 @@ function newestMtime(dir: string, filter: (f: string) => boolean): number {
 
 /** Decides how to run Berth: compiled dist/ (rebuilt with `npm run build` when older than src/), or tsx. */
 export function prepareBerth(runtime: BerthRuntime, log: (s: string) => void): BerthLaunch {
-  const tsx: BerthLaunch = { runtime: 'tsx', args: ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts')], note: 'from source through tsx' };
-  const dist: BerthLaunch = { runtime: 'dist', args: [join(PROJECT_ROOT, 'bin/berth.js')], note: 'compiled (bin/berth.js, dist/)' };
+  const tsx: BerthLaunch = { runtime: 'tsx', cmd: process.execPath, args: ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts')], note: 'from source through tsx' };
+  const dist: BerthLaunch = { runtime: 'dist', cmd: join(PROJECT_ROOT, 'bin/berth.js'), args: [], note: 'compiled (bin/berth.js run as `npx berth` runs it, dist/)' };
   if (runtime === 'tsx') return tsx;
   const main = join(PROJECT_ROOT, 'dist/cli/main.js');
   const srcNewest = newestMtime(join(PROJECT_ROOT, 'src'), (f) => f.endsWith('.ts') && !f.endsWith('.test.ts'));
@@ -328,7 +330,7 @@ export async function startBerth(launch: BerthLaunch, workers: number, o: Regist
   writeFileSync(cfg, registryYaml(root, port, o, `  workers: ${workers}\n`));
   const env: NodeJS.ProcessEnv = { ...process.env, NODE_ENV: 'production' };
   for (const k of Object.keys(env)) if (k.startsWith('REGISTRY_')) delete env[k];
-  const { proc, out } = spawnLogged(process.execPath, [...launch.args, 'serve', cfg], { env });
+  const { proc, out } = spawnLogged(launch.cmd, [...launch.args, 'serve', cfg], { env });
   const url = `http://127.0.0.1:${port}`;
   const n = workerCount(workers);
   try {

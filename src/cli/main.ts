@@ -94,8 +94,10 @@ async function serve(args: string[]): Promise<void> {
   let ready = 0;
   let stopping = false;
   const forkOne = (): void => {
-    // A smaller young generation keeps each worker's resident memory low under request bursts.
-    const child = fork(process.argv[1]!, process.argv.slice(2), { env, execArgv: [...process.execArgv, '--max-semi-space-size=4'] });
+    // A small young generation keeps each process's resident memory low under request bursts (bin/berth.js
+    // gives the first process the same flag).
+    const execArgv = process.execArgv.some((a) => a.startsWith('--max-semi-space-size')) ? process.execArgv : [...process.execArgv, '--max-semi-space-size=2'];
+    const child = fork(process.argv[1]!, process.argv.slice(2), { env, execArgv });
     children.add(child);
     child.on('message', (m) => {
       if (m === 'berth:listening' && ++ready === workers - 1) log.info({ msg: 'all workers listening', workers, port: running.port });
