@@ -1,12 +1,15 @@
-/** A least-recently-used map bounded by the total byte size of its values (for content addressed by digest). */
+/**
+ * A least-recently-used map bounded by the total cost of its values: bytes for content addressed by digest
+ * (`sizeOf` = length), or entries (`sizeOf` = 1).
+ */
 export class ByteLru<V> {
   private readonly map = new Map<string, V>();
   private bytes = 0;
 
   /**
-   * @param limit total bytes kept
-   * @param sizeOf the size of a value in bytes
-   * @param maxEntry values larger than this are not kept (default: the whole limit)
+   * @param limit total cost kept
+   * @param sizeOf the cost of a value (its size in bytes, or 1 to bound the number of entries)
+   * @param maxEntry values costing more than this are not kept (default: the whole limit)
    */
   constructor(
     private readonly limit: number,
@@ -23,9 +26,16 @@ export class ByteLru<V> {
     return v;
   }
 
+  /** Reads without refreshing the entry's recency. */
+  peek(key: string): V | undefined {
+    return this.map.get(key);
+  }
+
+  /** Stores `v` as the most recent entry (replacing any value under `key`), evicting the least recent. */
   set(key: string, v: V): void {
     const size = this.sizeOf(v);
-    if (size > this.maxEntry || this.map.has(key)) return;
+    if (size > this.maxEntry) return;
+    this.delete(key);
     this.map.set(key, v);
     this.bytes += size;
     for (const [k, old] of this.map) {
@@ -33,5 +43,16 @@ export class ByteLru<V> {
       this.map.delete(k);
       this.bytes -= this.sizeOf(old);
     }
+  }
+
+  delete(key: string): void {
+    const old = this.map.get(key);
+    if (old === undefined) return;
+    this.map.delete(key);
+    this.bytes -= this.sizeOf(old);
+  }
+
+  get size(): number {
+    return this.map.size;
   }
 }

@@ -19,6 +19,7 @@
 import { createRequire } from 'node:module';
 import type { Redis } from 'ioredis';
 import { OciError } from '../spec/errors.ts';
+import { ByteLru } from './byte-lru.ts';
 import type { Digest } from '../spec/digest.ts';
 import type { RepoName } from '../spec/names.ts';
 
@@ -55,40 +56,6 @@ function checkDescriptor(desc: BlobDescriptor): void {
   if (!Number.isSafeInteger(desc.size) || desc.size < 0) throw new Error(`descriptor cache: invalid size ${desc.size} for ${desc.digest}`);
 }
 
-/** A least-recently-used map bounded by its number of entries. */
-class EntryLru<V> {
-  private readonly map = new Map<string, V>();
-  constructor(private readonly limit: number) {}
-
-  get(key: string): V | undefined {
-    const v = this.map.get(key);
-    if (v !== undefined) {
-      this.map.delete(key);
-      this.map.set(key, v);
-    }
-    return v;
-  }
-
-  /** Reads without refreshing the entry's recency. */
-  peek(key: string): V | undefined {
-    return this.map.get(key);
-  }
-
-  set(key: string, v: V): void {
-    this.map.delete(key);
-    this.map.set(key, v);
-    if (this.map.size > this.limit) this.map.delete(this.map.keys().next().value as string);
-  }
-
-  delete(key: string): void {
-    this.map.delete(key);
-  }
-
-  get size(): number {
-    return this.map.size;
-  }
-}
-
 /**
  * The in-process cache: one LRU of global descriptors and one of repository memberships (each holding the
  * repository's media type), each bounded by `size` entries. Only correct when this process is the only writer
@@ -96,8 +63,8 @@ class EntryLru<V> {
  */
 export function inmemoryDescriptorCache(size: number): BlobDescriptorCache & { readonly entries: number } {
   if (!Number.isSafeInteger(size) || size < 1) throw new Error(`descriptor cache: size must be a positive integer, got ${size}`);
-  const globals = new EntryLru<BlobDescriptor>(size);
-  const members = new EntryLru<string>(size);
+  const globals = new ByteLru<BlobDescriptor>(size, () => 1);
+  const members = new ByteLru<string>(size, () => 1);
   // '@' cannot occur in a repository name, so the key is unambiguous.
   const memberKey = (repo: RepoName, digest: Digest): string => `${repo}@${digest}`;
   const setGlobal = (digest: Digest, desc: BlobDescriptor): void => {
@@ -318,44 +285,32 @@ export class CacheGuard {
     private readonly onError: (err: unknown, op: string) => void = () => undefined,
   ) {}
 
-  async stat(digest: Digest): Promise<BlobDescriptor | undefined> {
+  /** Runs a cache operation; a failure is reported and answered with `fallback`. */
+  private async guarded<T>(op: string, run: () => Promise<T>, fallback: T): Promise<T> {
     try {
-      return await this.cache.stat(digest);
+      return await run();
     } catch (e) {
-      this.onError(e, 'stat');
-      return undefined;
+      this.onError(e, op);
+      return fallback;
     }
   }
 
-  async statInRepo(repo: RepoName, digest: Digest): Promise<BlobDescriptor | undefined> {
-    try {
-      return await this.cache.statInRepo(repo, digest);
-    } catch (e) {
-      this.onError(e, 'statInRepo');
-      return undefined;
-    }
+  stat(digest: Digest): Promise<BlobDescriptor | undefined> {
+    return this.guarded('stat', () => this.cache.stat(digest), undefined);
+  }
+
+  statInRepo(repo: RepoName, digest: Digest): Promise<BlobDescriptor | undefined> {
+    return this.guarded('statInRepo', () => this.cache.statInRepo(repo, digest), undefined);
   }
 
   /** Returns whether the descriptor was set. */
-  async setDescriptor(digest: Digest, desc: BlobDescriptor): Promise<boolean> {
-    try {
-      await this.cache.setDescriptor(digest, desc);
-      return true;
-    } catch (e) {
-      this.onError(e, 'setDescriptor');
-      return false;
-    }
+  setDescriptor(digest: Digest, desc: BlobDescriptor): Promise<boolean> {
+    return this.guarded('setDescriptor', () => this.cache.setDescriptor(digest, desc).then(() => true), false);
   }
 
   /** Returns whether the membership was set. */
-  async setInRepo(repo: RepoName, digest: Digest, desc: BlobDescriptor): Promise<boolean> {
-    try {
-      await this.cache.setInRepo(repo, digest, desc);
-      return true;
-    } catch (e) {
-      this.onError(e, 'setInRepo');
-      return false;
-    }
+  setInRepo(repo: RepoName, digest: Digest, desc: BlobDescriptor): Promise<boolean> {
+    return this.guarded('setInRepo', () => this.cache.setInRepo(repo, digest, desc).then(() => true), false);
   }
 
   /** Clears a membership, or throws `UNAVAILABLE` (before the caller changes storage). */
@@ -369,12 +324,8 @@ export class CacheGuard {
   }
 
   /** Clears a membership when possible (reporting failures). */
-  async forget(repo: RepoName, digest: Digest): Promise<void> {
-    try {
-      await this.cache.clearInRepo(repo, digest);
-    } catch (e) {
-      this.onError(e, 'clearInRepo');
-    }
+  forget(repo: RepoName, digest: Digest): Promise<void> {
+    return this.guarded('clearInRepo', () => this.cache.clearInRepo(repo, digest), undefined);
   }
 
   close(): Promise<void> {
