@@ -10,8 +10,9 @@ import bcrypt from 'bcryptjs';
 
 const BCRYPT = /^\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}$/;
 const REMEMBER_MS = 5 * 60_000;
-/** A valid hash that matches no password, compared against for unknown users. */
-const DUMMY = bcrypt.hashSync(randomBytes(16).toString('hex'), 10);
+/** A valid hash that matches no password, compared against for unknown users (made on first need: bcrypt is slow). */
+let dummy: string | undefined;
+const dummyHash = (): string => (dummy ??= bcrypt.hashSync(randomBytes(16).toString('hex'), 10));
 
 export interface HtpasswdLoad {
   users: Map<string, string>;
@@ -72,7 +73,7 @@ export class Htpasswd {
     const mac = createHmac('sha256', this.key).update(user).update('\0').update(password).digest();
     const known = this.remembered.get(user);
     if (hash && known && known.hash === hash && known.until > Date.now() && timingSafeEqual(known.mac, mac)) return true;
-    const ok = await bcrypt.compare(password, hash ?? DUMMY);
+    const ok = await bcrypt.compare(password, hash ?? dummyHash());
     if (ok && hash) {
       if (this.remembered.size > 10_000) this.remembered.clear();
       this.remembered.set(user, { hash, mac, until: Date.now() + REMEMBER_MS });

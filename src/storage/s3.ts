@@ -175,6 +175,17 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
     return Buffer.concat(chunks);
   }
 
+  /** Bytes `[offset, last]` of a file made of pieces, piece after piece. */
+  async function* readPieces(p: { pieces: Piece[] }, offset: number, last: number, io?: IoOptions): AsyncGenerator<Buffer> {
+    let base = 0;
+    for (const piece of p.pieces) {
+      const from = Math.max(offset - base, 0);
+      const to = Math.min(last - base, piece.size - 1);
+      if (from <= to) for await (const c of await getRange(piece.key, from, to, io)) yield c as Buffer;
+      base += piece.size;
+    }
+  }
+
   /** Writes `pieces` (in order) into one object at `dst`: server-side copies where S3 allows, small pieces merged here. */
   async function compose(list: Piece[], dst: string, io?: IoOptions): Promise<void> {
     const { UploadId } = await client.send(new sdk.CreateMultipartUploadCommand({ Bucket: bucket, Key: dst, ...writeParams }), opts(io));
@@ -311,13 +322,16 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
       if (!p) throw new PathNotFoundError(path);
       if (p.size > max) throw new RangeError(`file ${path} is too large`);
       const chunks: Buffer[] = [];
-      for await (const c of await driver.reader(path, 0, io)) chunks.push(c as Buffer);
+      for await (const c of readPieces(p, 0, p.size - 1, io)) chunks.push(c as Buffer);
       return Buffer.concat(chunks);
     },
     async putContent(path, data, io) {
-      const segs = await segments(path, io);
+      // The put replaces the base object; segments left by appends (only ever on upload data) go after it.
+      const [segs] = await Promise.all([
+        segments(path, io),
+        client.send(new sdk.PutObjectCommand({ Bucket: bucket, Key: key(path), Body: data, ContentLength: data.byteLength, ...writeParams }), opts(io)),
+      ]);
       if (segs.length > 0) await deleteKeys(segs.map((s) => s.key), io);
-      await client.send(new sdk.PutObjectCommand({ Bucket: bucket, Key: key(path), Body: data, ContentLength: data.byteLength, ...writeParams }), opts(io));
     },
     async reader(path, offset = 0, io) {
       const p = await pieces(path, io);
@@ -325,16 +339,7 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
       const last = Math.min(io?.end ?? p.size - 1, p.size - 1);
       if (offset > last) return Readable.from([]);
       if (p.pieces.length === 1) return getRange(p.pieces[0]!.key, offset, last, io);
-      async function* concat(): AsyncGenerator<Buffer> {
-        let base = 0;
-        for (const piece of p!.pieces) {
-          const from = Math.max(offset - base, 0);
-          const to = Math.min(last - base, piece.size - 1);
-          if (from <= to) for await (const c of await getRange(piece.key, from, to, io)) yield c as Buffer;
-          base += piece.size;
-        }
-      }
-      return Readable.from(concat());
+      return Readable.from(readPieces(p, offset, last, io));
     },
     async writer(path, io) {
       if (io?.append) {
