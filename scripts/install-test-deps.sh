@@ -2,10 +2,10 @@
 # Installs the Debian packages the test suite and benchmarks use, when missing:
 # skopeo, podman, buildah, umoci (real clients), docker-registry (distribution 2.8, for compatibility tests),
 # wrk/hey (load), nginx (static-file ceiling in benchmarks), redis-server (the blob-descriptor cache; the tests start
-# their own on a loopback port, and stop the one the package starts at install).
+# their own on a loopback port, and stop the one the package starts at install), openssl (test certificates).
 set -euo pipefail
 need=()
-for pair in skopeo:skopeo podman:podman buildah:buildah umoci:umoci docker-registry:docker-registry wrk:wrk hey:hey nginx:nginx-light redis-server:redis-server; do
+for pair in skopeo:skopeo podman:podman buildah:buildah umoci:umoci docker-registry:docker-registry wrk:wrk hey:hey nginx:nginx-light redis-server:redis-server openssl:openssl; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
