@@ -12,9 +12,9 @@ import type { Logger } from 'pino';
 import type { BerthConfig } from '../config/config.ts';
 import type { Registry } from '../registry/registry.ts';
 import { createApp } from './app.ts';
-import { createLogger, loadSecret, openRegistry, parseAddr } from './setup.ts';
+import { createLogger, type DriverWrapper, loadSecret, openRegistry, parseAddr } from './setup.ts';
 
-export { createLogger, loadSecret, openRegistry, parseAddr };
+export { createLogger, type DriverWrapper, loadSecret, openRegistry, parseAddr };
 
 export interface RunningServer {
   server: Server;
@@ -29,10 +29,12 @@ export interface RunningServer {
 export interface StartOptions {
   /** Accept on this listening socket (passed by the first process) instead of binding http.addr. */
   handle?: import('node:net').Server;
+  /** Wraps the configured storage driver (see {@link DriverWrapper}). */
+  wrapDriver?: DriverWrapper;
 }
 
 export async function startServer(config: BerthConfig, log: Logger = createLogger(config), opts: StartOptions = {}): Promise<RunningServer> {
-  const registry = openRegistry(config, log);
+  const registry = openRegistry(config, log, opts.wrapDriver);
   const secret = await loadSecret(config, registry.driver, log);
   // Authentication code (JWT, bcrypt) is loaded only when configured.
   const { auth, tokenEndpoint } = config.auth

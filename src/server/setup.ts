@@ -24,6 +24,12 @@ const DRIVERS: Record<BerthConfig['storage']['driver'], (c: BerthConfig) => Stor
   s3: (c) => s3Driver({ ...c.storage.s3!, redirect: !c.storage.redirectDisabled }),
 };
 
+/**
+ * Wraps the configured driver (storage middleware for embedders, e.g. tracing or fault injection in tests).
+ * The path checks still run first, outside the wrapper.
+ */
+export type DriverWrapper = (driver: StorageDriver) => StorageDriver;
+
 /** `host:port`, `:port` or `[v6]:port` (distribution's address syntax). */
 export function parseAddr(addr: string, key = 'http.addr'): { host?: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(addr.trim());
@@ -69,14 +75,14 @@ function descriptorCache(config: BerthConfig, log: Logger, onError: (err: unknow
  * The registry over the configured storage and descriptor cache (for serving and maintenance commands). A
  * Redis cache connects on first use, so a command that never touches it opens no connection.
  */
-export function openRegistry(config: BerthConfig, log: Logger = createLogger(config)): Registry {
+export function openRegistry(config: BerthConfig, log: Logger = createLogger(config), wrapDriver?: DriverWrapper): Registry {
   // One throttle for connection errors and failed operations: an outage logs a line every 10 s, not per request.
   const onCacheError = throttledWarn((err, op, suppressed) => {
     log.warn({ err, op, suppressed }, 'blob descriptor cache error: reads and writes fall through to storage, deletes answer 503 until it is back');
   });
   const cache = descriptorCache(config, log, onCacheError);
   return new Registry({
-    driver: checkedDriver(DRIVERS[config.storage.driver](config)),
+    driver: checkedDriver(wrapDriver ? wrapDriver(DRIVERS[config.storage.driver](config)) : DRIVERS[config.storage.driver](config)),
     deleteEnabled: config.storage.deleteEnabled,
     ...(cache ? { descriptorCache: cache, onCacheError } : {}),
   });
