@@ -151,3 +151,15 @@ redis:
   assert.equal(sw.config.storage.driver, 's3');
   assert.equal(sw.config.storage.deleteEnabled, true);
 });
+
+test('http.timeouts and http.limits: safe defaults, durations, overrides, and validation', () => {
+  const d = loadConfigText('version: 0.1\nstorage:\n  filesystem: {}\n', {}).config.http;
+  assert.deepEqual(d.timeouts, { headerMs: 60_000, idleMs: 65_000, stallMs: 300_000 });
+  assert.deepEqual(d.limits, { maxConnections: 0, maxHeaderBytes: 16_384 });
+  const yaml = 'version: 0.1\nstorage:\n  filesystem: {}\nhttp:\n  timeouts:\n    header: 10s\n    stall: 15m\n  limits:\n    maxconnections: 5000\n';
+  const c = loadConfigText(yaml, { REGISTRY_HTTP_TIMEOUTS_IDLE: '2m', REGISTRY_HTTP_LIMITS_MAXHEADERBYTES: '32768' }).config.http;
+  assert.deepEqual(c.timeouts, { headerMs: 10_000, idleMs: 120_000, stallMs: 900_000 });
+  assert.deepEqual(c.limits, { maxConnections: 5000, maxHeaderBytes: 32_768 });
+  assert.throws(() => loadConfigText('version: 0.1\nstorage:\n  filesystem: {}\nhttp:\n  timeouts:\n    stall: soon\n', {}), ConfigError);
+  assert.throws(() => loadConfigText('version: 0.1\nstorage:\n  filesystem: {}\nhttp:\n  limits:\n    maxheaderbytes: 10\n', {}), ConfigError);
+});

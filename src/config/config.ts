@@ -34,6 +34,20 @@ export interface BerthConfig {
     headers: Record<string, string[]>;
     tls?: { certificate: string; key: string; clientcas: string[]; minimumtls: string };
     workers: number;
+    timeouts: {
+      /** The whole request head must arrive within this (slowloris guard). */
+      headerMs: number;
+      /** A kept-alive connection between requests. */
+      idleMs: number;
+      /** A connection inside a request (upload body or download) that moves no byte for this long. */
+      stallMs: number;
+    };
+    limits: {
+      /** Open connections per process; 0 = unlimited. */
+      maxConnections: number;
+      /** Bytes of request line plus headers (above: 431). */
+      maxHeaderBytes: number;
+    };
   };
   catalog: { maxentries: number };
   tags: { maxtags?: number };
@@ -356,6 +370,15 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
       drainTimeoutMs: dur('http.draintimeout', 30_000),
       headers: (get(raw, 'http.headers') ?? {}) as Record<string, string[]>,
       workers: Number(get(raw, 'http.workers') ?? 1),
+      timeouts: {
+        headerMs: dur('http.timeouts.header', 60_000),
+        idleMs: dur('http.timeouts.idle', 65_000),
+        stallMs: dur('http.timeouts.stall', 300_000),
+      },
+      limits: {
+        maxConnections: Number(get(raw, 'http.limits.maxconnections') ?? 0),
+        maxHeaderBytes: Number(get(raw, 'http.limits.maxheaderbytes') ?? 16_384),
+      },
     },
     catalog: { maxentries: Number(get(raw, 'catalog.maxentries') ?? 1000) },
     tags: {},

@@ -114,6 +114,10 @@ export const CONFIG_SCHEMA: Schema = obj({
     h2c: obj({ enabled: bool }),
     /** Berth: worker processes sharing the port (default 1; 0 = one per CPU). */
     workers: int(0),
+    /** Berth: how long a client may take before its connection is closed. */
+    timeouts: obj({ header: duration, idle: duration, stall: duration }),
+    /** Berth: connection and header limits. */
+    limits: obj({ maxconnections: int(0), maxheaderbytes: int(1024) }),
   }),
   notifications: obj({}, true),
   redis: obj({

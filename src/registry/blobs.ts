@@ -40,10 +40,16 @@ interface LiveHash {
 /** Blobs at most this large are served from memory once read (content by digest is immutable). */
 export const SMALL_BLOB = 64 * 1024;
 const SMALL_BLOB_CACHE_BYTES = 16 * 1024 * 1024;
+/** Uploads whose running hash is kept (more than any server has in flight at once). */
+const LIVE_HASHES = 4096;
 
 export class BlobStore {
   private readonly driver: StorageDriver;
-  private readonly live = new Map<string, LiveHash>();
+  /**
+   * Running hashes of uploads in progress, bounded: an abandoned session must not hold memory until it is
+   * purged. An upload whose hash was evicted is re-hashed from storage when it completes.
+   */
+  private readonly live = new ByteLru<LiveHash>(LIVE_HASHES, () => 1);
   private readonly busy = new Set<string>();
   private readonly smallBlobs = new ByteLru<Buffer>(SMALL_BLOB_CACHE_BYTES, (b) => b.length);
   /** The blob-descriptor cache, if configured. Its repository memberships mean "linked as a layer/config". */
@@ -180,7 +186,7 @@ export class BlobStore {
     const startedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
     await this.driver.putContent(P.uploadStartedAt(name, id), Buffer.from(startedAt));
     await this.driver.putContent(P.uploadData(name, id), Buffer.alloc(0));
-    this.live.set(id, { hash: newHash('sha256'), offset: 0 });
+    // The running hash starts with the first append (a session that never sends a byte costs nothing here).
     return { id, size: 0, startedAt };
   }
 

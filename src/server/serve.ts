@@ -56,9 +56,16 @@ export async function startServer(config: BerthConfig, log: Logger = createLogge
     headers: config.http.headers,
   });
   const tls = config.http.tls;
+  const { timeouts, limits } = config.http;
+  // Node checks header and request deadlines on this interval (default 30 s): keep it well under the deadline.
+  const serverOptions = {
+    maxHeaderSize: limits.maxHeaderBytes,
+    connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor((timeouts.headerMs || 60_000) / 4))),
+  };
   const server: Server = tls
     ? createHttpsServer(
         {
+          ...serverOptions,
           cert: readFileSync(tls.certificate),
           key: readFileSync(tls.key),
           minVersion: tls.minimumtls.replace('tls', 'TLSv') as SecureVersion,
@@ -66,13 +73,16 @@ export async function startServer(config: BerthConfig, log: Logger = createLogge
         },
         app,
       )
-    : createHttpServer(app);
-  // Node's 300 s requestTimeout would cut off a slow multi-gigabyte upload; guard idle sockets instead.
+    : createHttpServer(serverOptions, app);
+  // No deadline for a whole request: Node's 300 s default would cut off a slow multi-gigabyte upload that keeps
+  // making progress. Instead: the head must arrive within `header`, a kept-alive connection may idle for `idle`,
+  // and a connection in the middle of a request is closed after `stall` without a byte moving either way.
   server.requestTimeout = 0;
-  server.headersTimeout = 60_000;
-  server.timeout = 300_000;
-  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = timeouts.headerMs;
+  server.timeout = timeouts.stallMs;
+  server.keepAliveTimeout = timeouts.idleMs;
   server.maxHeadersCount = 200;
+  if (limits.maxConnections > 0) server.maxConnections = limits.maxConnections;
 
   const { host, port } = parseAddr(config.http.addr);
   await new Promise<void>((ok, fail) => {
