@@ -1,7 +1,9 @@
 /**
  * The filesystem driver: distribution's layout on local disk.
- * Small files are replaced atomically (`<path>.<random>.tmp`, fsync, rename, fsync of the directory);
- * writers fsync at commit, so anything acknowledged survives a crash.
+ * Small files are replaced atomically (written under `<root>/.berth-tmp/`, fsync, rename into place, fsync of
+ * the directory); writers fsync at commit; directories created on the way are flushed into their parents. So
+ * anything acknowledged survives a crash or power loss, and a crash leaves temporary files in one place only,
+ * where the next start sweeps them.
  */
 import { constants as fsc, open as openCb, promises as fsp, statSync } from 'node:fs';
 import { promisify } from 'node:util';
@@ -21,6 +23,12 @@ export interface FilesystemOptions {
 
 /** Bytes written between background flushes of a writer. */
 const FLUSH_EVERY = 8 * 1024 * 1024;
+
+/** Temporary files for atomic replacement live here, never beside the file they replace. */
+export const TMP_DIR = '/.berth-tmp';
+
+/** Temporary files older than this are left over from a crash (a write takes milliseconds). */
+const STALE_TMP_MS = 15 * 60_000;
 
 /** Files at most this large are kept in the small-file cache. */
 const SMALL_FILE = 64 * 1024;
@@ -62,8 +70,38 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   // used only while inode, size, mtime and ctime are unchanged (every putContent renames a new inode in).
   const small = new Map<string, CachedFile>();
 
+  const tmpDir = base + TMP_DIR;
+  let tmpReady: Promise<unknown> | undefined;
+
+  /** Creates a file's missing parents; each new directory's entry is flushed into its parent. */
   async function ensureParent(file: string): Promise<void> {
-    await fsp.mkdir(dirname(file), { recursive: true });
+    const parent = dirname(file);
+    const created = await fsp.mkdir(parent, { recursive: true });
+    if (created === undefined || !durable) return;
+    // `created` is the topmost new directory. Its parent and every new directory but the last get an entry; the
+    // last one's entries are flushed by the caller after its rename.
+    const flush = [dirname(created)];
+    for (let d = dirname(parent); d.length >= created.length; d = dirname(d)) flush.push(d);
+    await Promise.all(flush.map(fsyncDir));
+  }
+
+  /** Removes temporary files a crash left behind (only old ones: other instances may share the directory). */
+  async function sweepTmp(): Promise<void> {
+    const names = await fsp.readdir(tmpDir).catch(() => [] as string[]);
+    const cutoff = Date.now() - STALE_TMP_MS;
+    for (const n of names) {
+      const f = `${tmpDir}/${n}`;
+      const st = await fsp.stat(f).catch(() => undefined);
+      if (st && st.mtimeMs < cutoff) await fsp.rm(f, { force: true });
+    }
+  }
+
+  async function tmpFile(): Promise<string> {
+    tmpReady ??= fsp.mkdir(tmpDir, { recursive: true }).then(() => {
+      sweepTmp().catch(() => undefined);
+    });
+    await tmpReady;
+    return `${tmpDir}/${randomBytes(8).toString('hex')}`;
   }
 
   return {
@@ -98,9 +136,18 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
 
     async putContent(path, data) {
       const file = full(path);
-      const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+      let tmp = await tmpFile();
       await ensureParent(file);
-      const h = await fsp.open(tmp, 'w');
+      let h;
+      try {
+        h = await fsp.open(tmp, 'w');
+      } catch (e) {
+        // The temporary directory was removed under us: make it again, once.
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+        tmpReady = undefined;
+        tmp = await tmpFile();
+        h = await fsp.open(tmp, 'w');
+      }
       try {
         await h.writeFile(data);
         if (durable) await h.sync();
@@ -110,7 +157,12 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         throw e;
       }
       await h.close();
-      await fsp.rename(tmp, file);
+      try {
+        await fsp.rename(tmp, file);
+      } catch (e) {
+        await fsp.rm(tmp, { force: true });
+        throw e;
+      }
       if (durable) await fsyncDir(dirname(file));
     },
 
@@ -121,7 +173,13 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       } catch (e) {
         return mapError(e, path);
       }
-      const st = await h.stat();
+      let st;
+      try {
+        st = await h.stat();
+      } catch (e) {
+        await h.close();
+        throw e;
+      }
       if (st.isDirectory()) {
         await h.close();
         throw new PathNotFoundError(path);
@@ -190,10 +248,16 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         stream,
         size: () => initial + written,
         async commit() {
-          if (flushing) await flushing;
-          if (flushError) throw flushError;
-          // fdatasync: the data and the size (what reading it back needs), without the timestamps.
-          if (durable) await h.datasync();
+          try {
+            if (flushing) await flushing;
+            if (flushError) throw flushError;
+            // fdatasync: the data and the size (what reading it back needs), without the timestamps.
+            if (durable) await h.datasync();
+          } catch (e) {
+            // A failed commit still closes: the descriptor must not outlive the writer.
+            await close().catch(() => undefined);
+            throw e;
+          }
           await close();
         },
         async cancel() {
@@ -204,6 +268,12 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         async close() {
           if (flushing) await flushing.catch(() => undefined);
           await close();
+        },
+        async discard() {
+          if (flushing) await flushing.catch(() => undefined);
+          await close().catch(() => undefined);
+          if (o?.append) await fsp.truncate(file, initial);
+          else await fsp.rm(file, { force: true });
         },
       };
     },
