@@ -523,3 +523,48 @@ test('blob deletes racing uploads of the same blob: no 5xx, GET and HEAD agree a
   assert.deepEqual(filesUnder(join(v2(reg.root), 'repositories', repo, '_uploads')), []);
   assert.deepEqual(tmpFiles(reg.root), []);
 });
+
+/*
+ * BUG (found by this test): a manifest PUT by tag racing a DELETE of the same manifest by digest can leave the
+ * tag pointing at a revision that no longer exists, with both requests successful (201 and 202): GET by tag
+ * then serves the manifest while GET by digest is 404, a state no order of the two requests explains.
+ * ManifestStore.put writes the revision link and then the tag (index, then current); ManifestStore.delete
+ * removes the revision directory and then scans the tags for ones whose current link is that digest. When the
+ * scan runs between the PUT's revision link and its tag write, the tag is written afterwards and survives;
+ * `resolve` trusts a tag's target without checking the revision (by design, "deleting a revision deletes the
+ * tags pointing at it"), so the dangling tag is served.
+ */
+test('a PUT by tag racing a DELETE by digest of the same manifest never leaves the tag on a deleted revision', async () => {
+  const reg = shared;
+  const repo = 'race/dangling';
+  const { bodies } = await twoImages(reg.url, repo);
+  const body = bodies[1]!;
+  const digest = sha256(body);
+  const rounds = pick(100, 500);
+  const outcome = { bothSucceeded: 0, dangling: 0, otherFailures: 0 };
+  const examples: string[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const [p, d] = await Promise.all([
+      putManifestRaw(reg.url, repo, 't', body),
+      // A small random delay spreads the DELETE over the PUT's steps.
+      new Promise((r) => setTimeout(r, Math.random() * 4)).then(() => request(`${reg.url}/v2/${repo}/manifests/${digest}`, { method: 'DELETE' })),
+    ]);
+    if (p.status === 201 && d.status === 202) {
+      outcome.bothSucceeded++;
+      const s = await observe(reg.url, repo, 't');
+      const byDigest = await request(`${reg.url}/v2/${repo}/manifests/${digest}`, { method: 'HEAD', headers: { Accept: OCI_MANIFEST } });
+      if (s.get === digest && byDigest.status === 404) {
+        outcome.dangling++;
+        if (examples.length < 3) examples.push(`round ${i}: PUT t -> 201, DELETE ${digest} -> 202, then GET t -> 200 ${s.get}, HEAD by digest -> 404`);
+      }
+    } else if (p.status !== 201 || (d.status !== 202 && d.status !== 404)) {
+      outcome.otherFailures++;
+    }
+    // Back to a clean state for the next round.
+    const t = await request(`${reg.url}/v2/${repo}/manifests/t`, { method: 'DELETE' });
+    assert.ok(t.status === 202 || t.status === 404, `cleanup: ${t.status} ${t.body.toString()}`);
+  }
+  figures.putByTagVsDeleteByDigest = { rounds, ...outcome };
+  assert.ok(outcome.bothSucceeded > 0, 'no round had both requests succeed');
+  assert.deepEqual(examples, [], `${outcome.dangling} of ${outcome.bothSucceeded} rounds left the tag on a deleted revision`);
+});
