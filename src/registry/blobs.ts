@@ -43,6 +43,50 @@ const SMALL_BLOB_CACHE_BYTES = 16 * 1024 * 1024;
 /** Uploads whose running hash is kept (more than any server has in flight at once). */
 const LIVE_HASHES = 4096;
 
+/**
+ * Pipes a request body into a writer's stream until the stream has finished. Rejects with the first failure,
+ * and `failure.byClient` tells which side it came from: the client's (the body broke, the request was aborted)
+ * or storage's. Unlike `stream.pipeline`, a failure of the writer leaves the body alone (unpiped, paused), so the
+ * error answer can drain it and keep the connection.
+ */
+function pump(body: Readable, dest: Writable, signal: AbortSignal | undefined, failure: { byClient: boolean }): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let settled = false;
+    const settle = (e?: Error, byClient = false): void => {
+      if (settled) return;
+      settled = true;
+      body.off('error', onBodyError);
+      body.off('close', onBodyClose);
+      dest.off('finish', onFinish);
+      dest.off('close', onDestClose);
+      signal?.removeEventListener('abort', onAbort);
+      if (!e) return resolve();
+      failure.byClient = byClient;
+      body.unpipe(dest);
+      reject(e);
+    };
+    const onBodyError = (e: Error): void => settle(e, true);
+    const onBodyClose = (): void => {
+      if (!body.readableEnded) settle(Object.assign(new Error('request body closed before its end'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }), true);
+    };
+    // The writer's errors after the first failure (a late write callback) have nowhere to go: kept listening.
+    const onDestError = (e: Error): void => settle(e);
+    const onFinish = (): void => settle();
+    const onDestClose = (): void => {
+      if (!dest.writableFinished) settle(new Error('storage writer closed before the end of the data'));
+    };
+    const onAbort = (): void => settle(Object.assign(new Error('request aborted'), { name: 'AbortError', code: 'ABORT_ERR' }), true);
+    body.on('error', onBodyError);
+    body.on('close', onBodyClose);
+    dest.on('error', onDestError);
+    dest.on('finish', onFinish);
+    dest.on('close', onDestClose);
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    body.pipe(dest);
+  });
+}
+
 export class BlobStore {
   private readonly driver: StorageDriver;
   /**
@@ -235,21 +279,39 @@ export class BlobStore {
       else this.live.delete(id);
     }
     const writer = await this.driver.writer(P.uploadData(name, id), { append: true, signal: opts.signal });
+    // The hash sees each chunk as it flows to the writer: a 'data' listener beside the pipe costs
+    // nothing extra, where a Transform in the middle would add a buffer and a queue per chunk.
+    // Both listeners are attached in this tick, before the body starts flowing.
+    const hash = live?.hash;
+    const tap = (c: Buffer): void => {
+      hash!.update(c);
+    };
+    if (hash) body.on('data', tap);
+    const failure = { byClient: false };
     try {
-      // The hash sees each chunk as it flows to the writer: a 'data' listener beside the pipe costs
-      // nothing extra, where a Transform in the middle would add a buffer and a queue per chunk.
-      // Both listeners are attached in this tick, before the body starts flowing.
-      const done = pipeline(body, writer.stream, { signal: opts.signal });
-      const hash = live?.hash;
-      if (hash) body.on('data', (c: Buffer) => hash.update(c));
-      await done;
+      await pump(body, writer.stream, opts.signal, failure);
     } catch (e) {
-      // Bytes that reached the file are a valid prefix; keep them but drop the (now unreliable) live hash.
+      body.off('data', tap);
       this.live.delete(id);
-      await writer.close().catch(() => undefined);
+      if (failure.byClient) {
+        // The client went away: the bytes that reached the file are a valid prefix it may resume from (the
+        // upload status reports them).
+        await writer.close().catch(() => undefined);
+      } else {
+        // Storage failed: drop what this request wrote, so the upload holds exactly the acknowledged bytes
+        // (and a full disk gets its space back).
+        await writer.discard().catch(() => undefined);
+      }
       throw e;
     }
-    await writer.commit();
+    try {
+      await writer.commit();
+    } catch (e) {
+      // Not durable, so not acknowledged: the upload goes back to its acknowledged size.
+      this.live.delete(id);
+      await writer.discard().catch(() => undefined);
+      throw e;
+    }
     const newSize = writer.size();
     if (live) live.offset = newSize;
     if (opts.length !== undefined && newSize - size !== opts.length) {

@@ -213,6 +213,29 @@ export function runDriverSuite(o: DriverSuiteOptions): void {
       assert.equal((await readAll(await d.reader('/w/broken', kept))).toString(), 'more');
     });
 
+    test('discard cuts an append back to its size at open, committed or not, and removes a new file', async () => {
+      await fresh();
+      await d.putContent('/w/dis/data', Buffer.from('acked'));
+      const w = await d.writer('/w/dis/data', { append: true });
+      await pipeline(Readable.from([Buffer.alloc(3 * 1024 * 1024, 1)]), w.stream);
+      await w.discard();
+      assert.equal((await d.stat('/w/dis/data')).size, 5);
+      const w2 = await d.writer('/w/dis/data', { append: true });
+      await pipeline(Readable.from([Buffer.from('-more')]), w2.stream);
+      await w2.commit();
+      await w2.discard();
+      assert.equal((await d.getContent('/w/dis/data')).toString(), 'acked');
+      const w3 = await d.writer('/w/dis/data', { append: true });
+      await pipeline(Readable.from([Buffer.from('+ok')]), w3.stream);
+      await w3.commit();
+      assert.equal((await d.getContent('/w/dis/data')).toString(), 'acked+ok');
+      const w4 = await d.writer('/w/dis/new');
+      await pipeline(Readable.from([Buffer.from('x')]), w4.stream);
+      await w4.discard();
+      await assert.rejects(d.stat('/w/dis/new'), PathNotFoundError);
+      await d.delete('/w').catch(() => undefined);
+    });
+
     test('cancel removes a file that grew by appends', async () => {
       await fresh();
       await d.putContent('/w/c/data', Buffer.from('start'));

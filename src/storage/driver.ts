@@ -33,6 +33,12 @@ export interface FileWriter {
   cancel(): Promise<void>;
   /** Closes, keeping what was written (for resumable uploads after a broken request). */
   close(): Promise<void>;
+  /**
+   * Closes and drops every byte written through this writer, committed or not: an append is cut back to the
+   * size the file had when the writer opened; a file opened without `append` is removed, as by `cancel`.
+   * For a write that failed (or whose commit failed), so that only acknowledged bytes stay.
+   */
+  discard(): Promise<void>;
 }
 
 export interface SendOptions {

@@ -47,6 +47,7 @@ export function inmemoryDriver(): StorageDriver {
         files.set(path, entry);
       }
       const e = entry;
+      const initial = e.size;
       const stream = new Writable({
         write(chunk: Buffer, _enc, cb) {
           e.chunks.push(Buffer.from(chunk));
@@ -62,6 +63,14 @@ export function inmemoryDriver(): StorageDriver {
         close: async () => undefined,
         cancel: async () => {
           files.delete(path);
+        },
+        discard: async () => {
+          if (!o?.append) {
+            files.delete(path);
+            return;
+          }
+          e.chunks = [Buffer.from(bytes(e).subarray(0, initial))];
+          e.size = initial;
         },
       };
     },

@@ -311,6 +311,16 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
         await finished;
         await driver.delete(path).catch(() => undefined);
       },
+      discard: async () => {
+        finished ??= (async () => {
+          await inflight?.catch(() => undefined);
+          if (uploadId) await client.send(new sdk.AbortMultipartUploadCommand({ Bucket: bucket, Key: target, UploadId: uploadId })).catch(() => undefined);
+        })();
+        await finished.catch(() => undefined);
+        // A whole file this writer created or replaced goes, as by cancel; an appended segment goes alone.
+        if (createEmpty) await driver.delete(path).catch(() => undefined);
+        else await deleteKeys([target], io);
+      },
     };
   }
 
