@@ -4,7 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { OciError } from '../spec/errors.ts';
+import { OciError, isOciError } from '../spec/errors.ts';
 import { type Digest, parseDigest, tryParseDigest } from '../spec/digest.ts';
 import { MAX_MANIFEST_SIZE } from '../spec/manifest.ts';
 import { MediaType } from '../spec/media-types.ts';
@@ -43,11 +43,19 @@ function baseUrl(c: Ctx): string {
   return `${origin(c.req, c.env)}${c.env.prefix}`;
 }
 
-/** `scheme://host` the client used: `http.host`, else the forwarded or Host header. */
+/** A URI host with an optional port: a registered name or IPv4 address, or an IPv6 literal. */
+const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+/**
+ * `scheme://host` the client used: `http.host`, else the forwarded or Host header. These headers are the
+ * client's to write: a value that is not a scheme or a host is ignored, so a Location is always a valid URL.
+ */
 export function origin(req: IncomingMessage, env: Pick<HandlerEnv, 'host'>): string {
   if (env.host) return env.host;
-  const proto = (req.headers['x-forwarded-proto'] as string | undefined)?.split(',')[0]?.trim() ?? ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
-  const host = (req.headers['x-forwarded-host'] as string | undefined)?.split(',')[0]?.trim() ?? req.headers.host ?? 'localhost';
+  const first = (name: string): string | undefined => (req.headers[name] as string | undefined)?.split(',')[0]?.trim();
+  const fproto = first('x-forwarded-proto')?.toLowerCase();
+  const proto = fproto === 'http' || fproto === 'https' ? fproto : (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+  const host = [first('x-forwarded-host'), req.headers.host].find((h) => h !== undefined && HOST.test(h)) ?? 'localhost';
   return `${proto}://${host}`;
 }
 
@@ -144,7 +152,16 @@ export async function startUpload(c: Ctx): Promise<void> {
     const expected = parseDigest(digestQ);
     const u = await registry.blobs.startUpload(c.name);
     const opts = { signal: c.signal, ...(contentLength(c) !== undefined ? { length: contentLength(c) } : {}) };
-    await registry.blobs.complete(c.name, u.id, expected, c.req, opts);
+    try {
+      await registry.blobs.complete(c.name, u.id, expected, c.req, opts);
+    } catch (e) {
+      // The client never learned this session's id, so nobody can resume it: a monolithic upload that failed
+      // (a short or aborted body, a wrong size) must not leave it behind. A digest mismatch already removed it.
+      await registry.blobs.cancel(c.name, u.id).catch((err: unknown) => {
+        if (!(isOciError(err) && err.code === 'BLOB_UPLOAD_UNKNOWN')) c.log.warn({ err, uuid: u.id }, 'could not remove a failed monolithic upload');
+      });
+      throw e;
+    }
     blobCreated(c, expected.digest);
     return;
   }
