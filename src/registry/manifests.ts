@@ -55,6 +55,9 @@ function describe(digest: Digest, body: Buffer): StoredManifest {
   return m;
 }
 
+/** Reference checks of one manifest PUT in flight at once. */
+const REFERENCE_CHECKS = 32;
+
 export class ManifestStore {
   /** Manifest content by digest (immutable, so never stale); one manifest may use at most a quarter. */
   private readonly cache: ByteLru<StoredManifest>;
@@ -130,16 +133,27 @@ export class ManifestStore {
     return subject ? { digest, subject } : { digest };
   }
 
+  /**
+   * Checks that every referenced blob and child manifest exists in `name`. A 4 MiB index can list one digest
+   * 30,000 times or 30,000 different ones: each distinct reference is checked once, and at most
+   * {@link REFERENCE_CHECKS} at a time, so one request cannot queue tens of thousands of file reads at once.
+   */
   private async checkReferences(name: RepoName, blobs: Descriptor[], manifests: Descriptor[]): Promise<void> {
+    const checks = new Map<string, [Digest, () => Promise<boolean>]>();
+    for (const b of blobs) checks.set(`blob ${b.digest}`, [b.digest, () => this.blobs.isLinked(name, b.digest)]);
+    for (const m of manifests) {
+      checks.set(`manifest ${m.digest}`, [m.digest, async () => (await readLink(this.driver, P.revisionLink(name, m.digest))) === m.digest]);
+    }
+    const todo = [...checks.values()];
     const missing: string[] = [];
-    await Promise.all([
-      ...blobs.map(async (b) => {
-        if (!(await this.blobs.isLinked(name, b.digest))) missing.push(b.digest);
-      }),
-      ...manifests.map(async (m) => {
-        if ((await readLink(this.driver, P.revisionLink(name, m.digest))) !== m.digest) missing.push(m.digest);
-      }),
-    ]);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < todo.length) {
+        const [digest, present] = todo[next++]!;
+        if (!(await present())) missing.push(digest);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(REFERENCE_CHECKS, todo.length) }, worker));
     if (missing.length > 0) throw new OciError('MANIFEST_BLOB_UNKNOWN', { digest: missing.sort()[0], missing: missing.slice(0, 20) });
   }
 
