@@ -42,6 +42,24 @@ interface CachedFile {
 }
 
 const openFd = promisify(openCb);
+
+/** Attempts at a write whose directory a concurrent delete keeps removing. */
+const RACE_RETRIES = 5;
+
+function isEnoent(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException).code === 'ENOENT';
+}
+
+function ignoreEnoent(e: unknown): void {
+  if (!isEnoent(e)) throw e;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return fsp.lstat(p).then(
+    () => true,
+    () => false,
+  );
+}
 const NOT_FOUND = new Set(['ENOENT', 'ENOTDIR', 'EISDIR']);
 
 function mapError(e: unknown, path: string): never {
@@ -76,13 +94,42 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   /** Creates a file's missing parents; each new directory's entry is flushed into its parent. */
   async function ensureParent(file: string): Promise<void> {
     const parent = dirname(file);
-    const created = await fsp.mkdir(parent, { recursive: true });
+    let created: string | undefined;
+    // A concurrent delete may remove a directory that mkdir -p just made; make the path again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        created = await fsp.mkdir(parent, { recursive: true });
+        break;
+      } catch (e) {
+        // Node's mkdir -p reports ENOTDIR when a directory it found existing is gone by the time it checks it.
+        const code = (e as NodeJS.ErrnoException).code;
+        if ((code !== 'ENOENT' && code !== 'ENOTDIR') || attempt >= RACE_RETRIES) throw e;
+      }
+    }
     if (created === undefined || !durable) return;
     // `created` is the topmost new directory. Its parent and every new directory but the last get an entry; the
-    // last one's entries are flushed by the caller after its rename.
+    // last one's entries are flushed by the caller after its rename. A directory deleted meanwhile needs none.
     const flush = [dirname(created)];
     for (let d = dirname(parent); d.length >= created.length; d = dirname(d)) flush.push(d);
-    await Promise.all(flush.map(fsyncDir));
+    await Promise.all(flush.map((d) => fsyncDir(d).catch(ignoreEnoent)));
+  }
+
+  /**
+   * Renames `from` to `file`, making its parents. When a concurrent delete removes the parent between the two,
+   * the parents are made again: the write then simply happened after the delete.
+   */
+  async function renameInto(from: string, file: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      await ensureParent(file);
+      try {
+        await fsp.rename(from, file);
+        break;
+      } catch (e) {
+        if (!isEnoent(e) || attempt >= RACE_RETRIES || !(await exists(from))) throw e;
+      }
+    }
+    // Gone again already: a delete that came after this write removed it, and there is nothing to flush.
+    if (durable) await fsyncDir(dirname(file)).catch(ignoreEnoent);
   }
 
   /** Removes temporary files a crash left behind (only old ones: other instances may share the directory). */
@@ -92,7 +139,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     for (const n of names) {
       const f = `${tmpDir}/${n}`;
       const st = await fsp.stat(f).catch(() => undefined);
-      if (st && st.mtimeMs < cutoff) await fsp.rm(f, { force: true });
+      if (st && st.mtimeMs < cutoff) await fsp.rm(f, { recursive: true, force: true });
     }
   }
 
@@ -137,13 +184,12 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     async putContent(path, data) {
       const file = full(path);
       let tmp = await tmpFile();
-      await ensureParent(file);
       let h;
       try {
         h = await fsp.open(tmp, 'w');
       } catch (e) {
         // The temporary directory was removed under us: make it again, once.
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+        if (!isEnoent(e)) throw e;
         tmpReady = undefined;
         tmp = await tmpFile();
         h = await fsp.open(tmp, 'w');
@@ -158,12 +204,11 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       }
       await h.close();
       try {
-        await fsp.rename(tmp, file);
+        await renameInto(tmp, file);
       } catch (e) {
         await fsp.rm(tmp, { force: true });
         throw e;
       }
-      if (durable) await fsyncDir(dirname(file));
     },
 
     async reader(path, offset = 0, o) {
@@ -298,14 +343,12 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     },
 
     async move(src, dst) {
-      const to = full(dst);
-      await ensureParent(to);
+      const from = full(src);
       try {
-        await fsp.rename(full(src), to);
+        await renameInto(from, full(dst));
       } catch (e) {
         return mapError(e, src);
       }
-      if (durable) await fsyncDir(dirname(to));
     },
 
     async delete(path) {
@@ -315,7 +358,17 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       } catch (e) {
         return mapError(e, path);
       }
-      await fsp.rm(p, { recursive: true, force: true });
+      // Out of the tree in one atomic rename, then removed: a recursive rm in place would race writers that
+      // are creating entries inside the directory it is emptying (ENOTEMPTY, or their parent vanishing).
+      const grave = await tmpFile();
+      try {
+        await fsp.rename(p, grave);
+      } catch (e) {
+        if (isEnoent(e)) return mapError(e, path);
+        await fsp.rm(p, { recursive: true, force: true });
+        return;
+      }
+      await fsp.rm(grave, { recursive: true, force: true });
     },
 
     async sendTo(path, dest, o) {
