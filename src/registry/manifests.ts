@@ -74,14 +74,14 @@ export class ManifestStore {
   }
 
   /**
-   * Resolves a tag or digest to a digest that is a revision of `name`, else `MANIFEST_UNKNOWN`.
-   * A tag's target is trusted to be a revision: deleting a revision deletes the tags pointing at it
-   * (here and in distribution), so the extra link read is spent only on lookups by digest.
+   * Resolves a tag or digest to a digest that is a revision of `name`, else `MANIFEST_UNKNOWN`. A tag's target
+   * is checked too (as distribution does): a delete by digest removes the revision before the tags pointing at
+   * it, so a crash or a racing tag write between the two must not leave a tag that serves a deleted manifest.
    */
   async resolve(name: RepoName, ref: ManifestRef): Promise<Digest> {
     if (ref.tag !== undefined) {
       const digest = await readLink(this.driver, P.tagCurrentLink(name, ref.tag));
-      if (!digest) throw await this.unknown(name, { tag: ref.tag });
+      if (!digest || (await readLink(this.driver, P.revisionLink(name, digest))) !== digest) throw await this.unknown(name, { tag: ref.tag });
       return digest;
     }
     const digest = ref.digest.digest;
@@ -129,7 +129,14 @@ export class ManifestStore {
     await this.descriptors?.setDescriptor(digest, { digest, size: body.length, mediaType: parsed.mediaType });
     const subject = parsed.subject?.digest;
     if (subject) await this.driver.putContent(P.referrerLink(name, subject, digest), Buffer.from(digest));
-    if (ref.tag !== undefined) await this.tag(name, ref.tag, digest);
+    if (ref.tag !== undefined) {
+      await this.tag(name, ref.tag, digest);
+      // A delete by digest that ran between the revision link and the tag missed this tag: it happened after
+      // this put, so finish its work rather than leave the tag on a deleted revision.
+      if ((await readLink(this.driver, P.revisionLink(name, digest))) !== digest && (await readLink(this.driver, P.tagCurrentLink(name, ref.tag))) === digest) {
+        await remove(this.driver, P.tagDir(name, ref.tag));
+      }
+    }
     return subject ? { digest, subject } : { digest };
   }
 
