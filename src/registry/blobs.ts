@@ -343,6 +343,7 @@ export class BlobStore {
       this.live.delete(id);
       if (actual !== expected.hex) {
         await remove(this.driver, P.uploadDir(name, id));
+        await this.pruneEmpty(name);
         throw new OciError('DIGEST_INVALID', { expected: expected.digest, actual: `${expected.algorithm}:${actual}` });
       }
       const target = P.blobData(expected.digest);
@@ -362,5 +363,21 @@ export class BlobStore {
     await this.uploadStatus(name, id);
     this.live.delete(id);
     await remove(this.driver, P.uploadDir(name, id));
+    await this.pruneEmpty(name);
+  }
+
+  /**
+   * After an upload was cancelled or failed: removes `_uploads` and then the repository's directories while
+   * they are empty, so a failed first push to a new name leaves nothing (the name stays unknown). A concurrent
+   * upload to the same name is safe: an empty-only removal never takes an entry, and writes remake parents.
+   */
+  private async pruneEmpty(name: RepoName): Promise<void> {
+    if (!this.driver.removeEmptyDir) return;
+    // Only for a repository that has nothing else: an existing one keeps its `_uploads`, as distribution's do.
+    const entries = await this.driver.list(P.repoDir(name)).catch(() => undefined);
+    if (!entries || entries.length !== 1 || entries[0] !== '_uploads') return;
+    for (let dir = P.uploadsDir(name); dir.length > P.REPOSITORIES.length; dir = dir.slice(0, dir.lastIndexOf('/'))) {
+      if (!(await this.driver.removeEmptyDir(dir).catch(() => false))) return;
+    }
   }
 }

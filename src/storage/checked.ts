@@ -16,8 +16,10 @@ export function checkPath(path: string): string {
 
 export function checkedDriver(inner: StorageDriver): StorageDriver {
   const sendTo = inner.sendTo?.bind(inner);
+  const removeEmptyDir = inner.removeEmptyDir?.bind(inner);
   return {
     ...(sendTo ? { sendTo: async (p: string, dest: Writable, o: SendOptions) => sendTo(checkPath(p), dest, o) } : {}),
+    ...(removeEmptyDir ? { removeEmptyDir: async (p: string) => removeEmptyDir(checkPath(p)) } : {}),
     name: inner.name,
     getContent: async (p, o) => inner.getContent(checkPath(p), o),
     putContent: async (p, d, o) => inner.putContent(checkPath(p), d, o),

@@ -71,6 +71,11 @@ export interface StorageDriver {
    * Throws {@link PathNotFoundError} before writing anything when the file is absent.
    */
   sendTo?(path: string, dest: Writable, opts: SendOptions): Promise<void>;
+  /**
+   * Optional: removes a directory only when it is empty, atomically (never an entry in it); true when removed.
+   * Drivers without real directories (object stores, memory) leave it out.
+   */
+  removeEmptyDir?(path: string): Promise<boolean>;
   /** A URL a client may be redirected to for reading, or undefined when the driver has none. */
   redirectUrl(path: string, method: 'GET' | 'HEAD'): Promise<string | undefined>;
 }

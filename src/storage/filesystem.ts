@@ -384,6 +384,16 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       return sendFileRange(fd, o.start, o.end, dest);
     },
 
+    async removeEmptyDir(path) {
+      try {
+        await fsp.rmdir(full(path));
+        return true;
+      } catch {
+        // ENOTEMPTY, ENOENT, ENOTDIR: nothing to do; rmdir never removes an entry.
+        return false;
+      }
+    },
+
     async redirectUrl() {
       return undefined;
     },

@@ -247,6 +247,7 @@ function faultyDriver(inner: StorageDriver, f: FaultController): StorageDriver {
     move: (s, d, o) => effect('move', () => inner.move(s, d, o)),
     delete: (p, o) => effect('delete', () => inner.delete(p, o)),
     redirectUrl: (p, m) => inner.redirectUrl(p, m),
+    ...(inner.removeEmptyDir ? { removeEmptyDir: (p: string) => inner.removeEmptyDir!(p) } : {}),
 
     async reader(path, offset, o) {
       const kind = f.roll('reader');
