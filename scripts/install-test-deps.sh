@@ -2,10 +2,11 @@
 # Installs the Debian packages the test suite and benchmarks use, when missing:
 # skopeo, podman, buildah, umoci (real clients), docker-registry (distribution 2.8, for compatibility tests),
 # wrk/hey (load), nginx (static-file ceiling in benchmarks), redis-server (the blob-descriptor cache; the tests start
-# their own on a loopback port, and stop the one the package starts at install), openssl (test certificates).
+# their own on a loopback port, and stop the one the package starts at install), openssl (test certificates),
+# strace (the durability test checks the order of fsync, rename and the acknowledgement).
 set -euo pipefail
 need=()
-for pair in skopeo:skopeo podman:podman buildah:buildah umoci:umoci docker-registry:docker-registry wrk:wrk hey:hey nginx:nginx-light redis-server:redis-server openssl:openssl; do
+for pair in skopeo:skopeo podman:podman buildah:buildah umoci:umoci docker-registry:docker-registry wrk:wrk hey:hey nginx:nginx-light redis-server:redis-server openssl:openssl strace:strace; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
