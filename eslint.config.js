@@ -5,11 +5,15 @@ import tseslint from 'typescript-eslint';
 /** Folders each layer must not import from (spec <- storage <- registry <- server <- cli; spec <- auth <- server). */
 const layers = {
   'src/spec/**': ['storage', 'registry', 'server', 'cli', 'config', 'client', 'auth'],
-  'src/storage/**': ['registry', 'server', 'cli', 'config', 'client', 'auth'],
-  'src/registry/**': ['server', 'cli', 'config', 'client', 'auth'],
+  'src/storage/**': ['registry', 'server', 'cli', 'config', 'client', 'auth', 'testing'],
+  'src/registry/**': ['server', 'cli', 'config', 'client', 'auth', 'testing'],
   'src/config/**': ['storage', 'registry', 'server', 'cli', 'client', 'auth'],
   'src/auth/**': ['storage', 'registry', 'server', 'cli', 'config', 'client'],
-  'src/server/**': ['cli'],
+  'src/server/**': ['cli', 'client', 'testing'],
+  // The public client library: OCI knowledge from spec, nothing of the server side.
+  'src/client/**': ['storage', 'registry', 'server', 'cli', 'config', 'auth', 'testing'],
+  // startTestRegistry(): may use server, config and client.
+  'src/testing/**': ['cli'],
 };
 
 export default tseslint.config(
