@@ -8,6 +8,9 @@
  */
 import { Readable, Writable } from 'node:stream';
 import type { FileWriter, SendOptions, StorageDriver } from '../../src/storage/driver.ts';
+import { prng } from './prng.ts';
+
+export { prng };
 
 export const FAULT_OPS = ['getContent', 'putContent', 'reader', 'writer', 'stat', 'list', 'move', 'delete', 'sendTo'] as const;
 export type FaultOp = (typeof FAULT_OPS)[number];
@@ -33,18 +36,6 @@ export interface Capacity {
   bytes: number;
   /** Bytes in use now (e.g. a walk of the storage root). */
   used: () => number;
-}
-
-/** mulberry32: small, fast, good enough for test schedules. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** The seed from `FAULT_SEED`, else a random one; printed so a failing run can be repeated. */

@@ -13,7 +13,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { startBerth, type RunningRegistry } from '../helpers/servers.ts';
 import { blob, imageManifest, OCI_INDEX, OCI_MANIFEST, putManifest, pushBlob, type Blob } from '../helpers/oci.ts';
-import { call, check, cpuSeconds, rng, sampleProcess, sha256, Stats } from './load-client.ts';
+import { call, check, cpuSeconds, sampleProcess, sha256, Stats } from './load-client.ts';
+import { prng } from '../helpers/prng.ts';
 import { pick, report } from './mode.ts';
 
 const PULLERS = 200;
@@ -80,7 +81,7 @@ function manifestOk(want: { digest: string; body: Buffer }) {
 }
 
 async function puller(url: string, s: Seed, stats: Stats, id: number, until: number): Promise<number> {
-  const rand = rng(id * 7919 + 1);
+  const rand = prng(id * 7919 + 1);
   const pickOf = <T>(a: T[]): T => a[Math.floor(rand() * a.length)]!;
   let iterations = 0;
   while (Date.now() < until) {
@@ -149,7 +150,7 @@ function created(digest: string) {
 }
 
 async function pusher(url: string, stats: Stats, id: number, until: number): Promise<number> {
-  const rand = rng(id * 104729 + 3);
+  const rand = prng(id * 104729 + 3);
   const repo = `load/push${id % 4}`;
   let n = 0;
   while (Date.now() < until) {

@@ -243,14 +243,7 @@ test('a manifest DELETE while the manifest and its layers are being pulled: comp
     state,
   );
   // Let the readers get going, then delete the manifest by digest in the middle of it all.
-  await new Promise((r) => setTimeout(r, 300));
-  const del = await request(`${reg.url}/v2/${repo}/manifests/${digest}`, { method: 'DELETE' });
-  state.deletedAt = Date.now();
-  assert.equal(del.status, 202, del.body.toString());
-  await new Promise((r) => setTimeout(r, 200));
-  release();
-  state.stop = true;
-  const [seen, streams] = await Promise.all([reading, Promise.all(held.map((h) => h.done))]);
+  const [seen, streams] = await deleteMidway(`${reg.url}/v2/${repo}/manifests/${digest}`, state, release, reading, held);
   assert.deepEqual(seen.bad, []);
   assert.ok(seen.ok > 0 && seen.notFound > 0, `readers saw ${seen.ok} manifests and ${seen.notFound} 404s`);
   for (const [i, s] of streams.entries()) assert.deepEqual(s, { status: 200, size: layers[i % 2]!.size, digest: layers[i % 2]!.digest }, `held stream ${i}`);
@@ -290,14 +283,7 @@ test('a blob DELETE while the blob is being streamed: started streams complete, 
     'BLOB_UNKNOWN',
     state,
   );
-  await new Promise((r) => setTimeout(r, 300));
-  const del = await request(u, { method: 'DELETE' });
-  state.deletedAt = Date.now();
-  assert.equal(del.status, 202, del.body.toString());
-  await new Promise((r) => setTimeout(r, 200));
-  release();
-  state.stop = true;
-  const [seen, streams] = await Promise.all([reading, Promise.all(held.map((h) => h.done))]);
+  const [seen, streams] = await deleteMidway(u, state, release, reading, held);
   assert.deepEqual(seen.bad, []);
   assert.ok(seen.notFound > 0, 'no reader saw the 404');
   for (const [i, s] of streams.entries()) assert.deepEqual(s, { status: 200, size: big.size, digest: big.digest }, `held stream ${i}`);
@@ -314,6 +300,27 @@ type Mode = 'monolithic' | 'post-put' | 'chunked' | 'chunked-final';
  * so all sessions complete at once.
  * Returns the completing answer.
  */
+/**
+ * Deletes `url` while readers and held streams are busy with it, then lets the held streams finish and the
+ * readers stop; returns what the readers saw and what each held stream got.
+ */
+async function deleteMidway<R, H>(
+  url: string,
+  state: { stop: boolean; deletedAt?: number },
+  release: () => void,
+  reading: Promise<R>,
+  held: Array<{ done: Promise<H> }>,
+): Promise<[R, H[]]> {
+  await new Promise((r) => setTimeout(r, 300));
+  const del = await request(url, { method: 'DELETE' });
+  state.deletedAt = Date.now();
+  assert.equal(del.status, 202, del.body.toString());
+  await new Promise((r) => setTimeout(r, 200));
+  release();
+  state.stop = true;
+  return Promise.all([reading, Promise.all(held.map((h) => h.done))]);
+}
+
 async function upload(url: string, repo: string, b: Blob, mode: Mode, ready: () => void, go: Promise<void>): Promise<Answer> {
   if (mode === 'monolithic') {
     ready();
