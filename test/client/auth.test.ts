@@ -7,6 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer, request } from 'node:http';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -241,4 +242,36 @@ describe('retries', () => {
     await assert.rejects(c.ping(), (e: Error) => e instanceof NetworkError && /ECONNREFUSED/.test(e.message));
     assert.ok(Date.now() - t0 >= 10);
   });
+});
+
+test('HTTP_PROXY: requests go through the proxy in absolute form; NO_PROXY bypasses it', async () => {
+  const reg = await startTestRegistry();
+  const seen: string[] = [];
+  const proxy = createServer((req, res) => {
+    seen.push(`${req.method} ${req.url}`);
+    const u = new URL(req.url!);
+    const up = request({ host: u.hostname, port: u.port, method: req.method, path: `${u.pathname}${u.search}`, headers: req.headers }, (ur) => {
+      res.writeHead(ur.statusCode ?? 502, ur.headers);
+      ur.pipe(res);
+    });
+    req.pipe(up);
+  });
+  await new Promise<void>((ok) => proxy.listen(0, '127.0.0.1', () => ok()));
+  const proxyUrl = `http://127.0.0.1:${(proxy.address() as { port: number }).port}`;
+  try {
+    const c = new RegistryClient({ registry: reg.url, credentials: 'none', proxy: { http: proxyUrl } });
+    await roundTrip(c, 'proxied/app', 'proxied');
+    assert.ok(seen.length >= 5);
+    assert.ok(seen.every((l) => l.includes(`${reg.url}/v2/`)), seen.join('\n'));
+    c.close();
+    const n = seen.length;
+    const direct = new RegistryClient({ registry: reg.url, credentials: 'none', proxy: { http: proxyUrl, noProxy: '127.0.0.1' } });
+    await direct.ping();
+    assert.equal(seen.length, n);
+    direct.close();
+  } finally {
+    proxy.closeAllConnections();
+    proxy.close();
+    await reg.close();
+  }
 });
