@@ -22,6 +22,28 @@ commands:
                               --jwks writes its public key set for registries that verify its tokens
   version                     print the version
 
+registry client commands (IMAGE = [docker://]HOST[:PORT]/REPO[:TAG][@DIGEST], TAG defaults to latest):
+  login [-u USER] [--password-stdin] REGISTRY
+                              check credentials and store them in $XDG_CONFIG_HOME/berth/auth.json
+  logout REGISTRY             forget them
+  tags REGISTRY/REPO          list tags (every page)
+  catalog REGISTRY            list repositories (every page)
+  inspect IMAGE               platforms of an index; config, layers with sizes, annotations, total size of an image
+  manifest get IMAGE          the manifest's exact bytes (--json: indented; --descriptor: its descriptor)
+  manifest put IMAGE [FILE|-] push a manifest (media type from the document or --media-type); prints its digest
+  blob get REGISTRY/REPO@DIGEST [-o FILE]
+                              download a blob, verified against its digest
+  blob put REGISTRY/REPO FILE|-
+                              upload a blob (skipped when present, resumed when interrupted); prints its digest
+  delete IMAGE:TAG|IMAGE@DIGEST
+                              delete a tag, or a manifest with every tag on it (--manifest: the one a tag names)
+  referrers IMAGE [--artifact-type T]
+                              artifacts whose subject is IMAGE (referrers API, or the tag schema)
+  attach --artifact-type T [-a K=V]... IMAGE FILE[:MEDIATYPE]...
+                              push files as an OCI artifact with IMAGE as its subject (like oras attach)
+  client flags: --json, -q/--quiet, --plain-http (default for localhost and 127.0.0.0/8), --insecure;
+  <command> --help for each command's usage. Exit status 1 on failure, 2 on usage errors. See docs/cli.md.
+
 The configuration path may also come from REGISTRY_CONFIGURATION_PATH; REGISTRY_* variables override keys.`;
 
 function fail(message: string, code = 1): never {
@@ -199,6 +221,12 @@ async function tokenServer(args: string[]): Promise<void> {
   process.on('SIGINT', stop);
 }
 
+/** The registry client commands live in client-commands.ts, loaded only when one runs. */
+async function clientCommand(cmd: string, args: string[]): Promise<void> {
+  const { runClientCommand } = await import('./client-commands.ts');
+  process.exitCode = await runClientCommand(cmd, args);
+}
+
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
@@ -208,8 +236,19 @@ async function main(argv: string[]): Promise<void> {
       if (rest[0] === 'check') return configCheck(rest.slice(1));
       return fail(`unknown config command ${rest[0] ?? ''}\n${USAGE}`, 2);
     case 'referrers':
+      // `referrers rebuild [config]` is the maintenance command; anything else lists an image's referrers.
       if (rest[0] === 'rebuild') return referrersRebuild(rest.slice(1));
-      return fail(`unknown referrers command ${rest[0] ?? ''}\n${USAGE}`, 2);
+      return clientCommand(cmd, rest);
+    case 'login':
+    case 'logout':
+    case 'tags':
+    case 'catalog':
+    case 'inspect':
+    case 'manifest':
+    case 'blob':
+    case 'delete':
+    case 'attach':
+      return clientCommand(cmd, rest);
     case 'htpasswd':
       return htpasswd(rest);
     case 'token-server':
