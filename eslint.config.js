@@ -4,14 +4,16 @@ import tseslint from 'typescript-eslint';
 
 /** Folders each layer must not import from (spec <- storage <- registry <- server <- cli; spec <- auth <- server). */
 const layers = {
-  'src/spec/**': ['storage', 'registry', 'server', 'cli', 'config', 'client', 'auth'],
-  'src/storage/**': ['registry', 'server', 'cli', 'config', 'client', 'auth', 'testing'],
-  'src/registry/**': ['server', 'cli', 'config', 'client', 'auth', 'testing'],
-  'src/config/**': ['storage', 'registry', 'server', 'cli', 'client', 'auth'],
-  'src/auth/**': ['storage', 'registry', 'server', 'cli', 'config', 'client'],
-  'src/server/**': ['cli', 'client', 'testing'],
+  'src/spec/**': ['storage', 'registry', 'server', 'cli', 'config', 'client', 'auth', 'copy'],
+  'src/storage/**': ['registry', 'server', 'cli', 'config', 'client', 'auth', 'testing', 'copy'],
+  'src/registry/**': ['server', 'cli', 'config', 'client', 'auth', 'testing', 'copy'],
+  'src/config/**': ['storage', 'registry', 'server', 'cli', 'client', 'auth', 'copy'],
+  'src/auth/**': ['storage', 'registry', 'server', 'cli', 'config', 'client', 'copy'],
+  'src/server/**': ['cli', 'client', 'testing', 'copy'],
   // The public client library: OCI knowledge from spec, nothing of the server side.
-  'src/client/**': ['storage', 'registry', 'server', 'cli', 'config', 'auth', 'testing'],
+  'src/client/**': ['storage', 'registry', 'server', 'cli', 'config', 'auth', 'testing', 'copy'],
+  // Image transports (OCI layouts, docker archives) and the copy engine: spec, and client for registries.
+  'src/copy/**': ['storage', 'registry', 'server', 'cli', 'config', 'auth'],
   // startTestRegistry(): may use server, config and client.
   'src/testing/**': ['cli'],
 };
