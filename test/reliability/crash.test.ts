@@ -283,7 +283,7 @@ describe('reliability: SIGKILL at random moments under 16 pushing clients', { ti
     report('crash', { ...stats, clients: CLIENTS });
   });
 
-  it(`${ROUNDS} rounds: acknowledged data survives, nothing partial is served, uploads resume`, async () => {
+  it(`${ROUNDS} rounds: acknowledged data survives, nothing partial is served, uploads resume`, { timeout: pick(600_000, 3_600_000) }, async () => {
     const root = join(tmp, 'data');
     const acked = { blobs: [] as AckedBlob[], manifests: [] as AckedManifest[] };
     const verified = new Set<string>();
