@@ -2,9 +2,11 @@
  * Image references on the command line, as skopeo spells them:
  * - `oci:DIR[:TAG]`: an OCI image layout directory (see `oci-layout.ts` for the `:` rule);
  * - `docker-archive:FILE[:REF]`: a `docker save` tarball, REF = `name[:tag]` or `@N` when reading;
- * - `docker://HOST/REPO[:TAG|@DIGEST]`, or the same without `docker://`: a registry (the adapter over
- *   `src/client/` is not written yet; the parse is).
+ * - `docker://HOST/REPO[:TAG|@DIGEST]`, or the same without `docker://`: a registry repository
+ *   (`registry.ts`, over `berth/client`).
  */
+import type { RegistryClient } from '../client/client.ts';
+import { RegistryEndpoint } from './registry.ts';
 import { DockerArchiveReader, DockerArchiveWriter, parseDockerArchiveReference } from './docker-archive.ts';
 import { OciLayout, parseOciReference } from './oci-layout.ts';
 import type { ImageDestination, ImageSource } from './transport.ts';
@@ -27,19 +29,28 @@ export function parseImageReference(s: string): ImageReference {
   return ref;
 }
 
-/** The source endpoint and the reference within it, for the local transports. */
-export function openLocalSource(r: ImageReference): { source: ImageSource; ref: string | undefined } {
-  if (r.transport === 'oci') return { source: new OciLayout(r.dir), ref: r.tag };
-  if (r.transport === 'docker-archive') return { source: new DockerArchiveReader(r.file), ref: r.ref };
-  throw new Error('registry endpoints need the client adapter (not written yet)');
+/** Makes (or reuses) the client for a registry host; the caller decides credentials, TLS and plain HTTP. */
+export type ClientFor = (registry: string) => RegistryClient;
+
+function registryRef(r: Extract<ImageReference, { transport: 'docker' }>): string {
+  return r.digest ?? r.tag ?? 'latest';
 }
 
-/** The destination endpoint and the name to give the image there, for the local transports. */
-export function openLocalDestination(r: ImageReference): { destination: ImageDestination; ref: string | undefined } {
+/** The source endpoint and the reference within it. */
+export function openSource(r: ImageReference, clientFor?: ClientFor): { source: ImageSource; ref: string | undefined } {
+  if (r.transport === 'oci') return { source: new OciLayout(r.dir), ref: r.tag };
+  if (r.transport === 'docker-archive') return { source: new DockerArchiveReader(r.file), ref: r.ref };
+  if (!clientFor) throw new Error('registry endpoints need a client');
+  return { source: new RegistryEndpoint(clientFor(r.registry), r.repository), ref: registryRef(r) };
+}
+
+/** The destination endpoint and the name to give the image there (a digest-only registry reference: none). */
+export function openDestination(r: ImageReference, clientFor?: ClientFor): { destination: ImageDestination; ref: string | undefined } {
   if (r.transport === 'oci') return { destination: new OciLayout(r.dir), ref: r.tag };
   if (r.transport === 'docker-archive') {
     if (r.ref?.startsWith('@')) throw new Error('docker-archive:FILE:@N names an image to read, not one to write');
     return { destination: new DockerArchiveWriter(r.file), ref: r.ref };
   }
-  throw new Error('registry endpoints need the client adapter (not written yet)');
+  if (!clientFor) throw new Error('registry endpoints need a client');
+  return { destination: new RegistryEndpoint(clientFor(r.registry), r.repository), ref: r.tag };
 }

@@ -1,0 +1,86 @@
+/**
+ * A registry repository as a copy endpoint, over `berth/client` (the adapter `transport.ts` describes):
+ * HEAD to skip blobs the destination has, a cross-repository mount first when both ends are on one registry,
+ * streaming verified reads (ranged to resume), and pushes that are monolithic for small blobs and chunked for
+ * large ones, resuming after a broken chunk from what the registry acknowledged by reopening the source there.
+ */
+import type { Readable } from 'node:stream';
+import type { RegistryClient } from '../client/client.ts';
+import { discard } from '../client/transport.ts';
+import { type Digest, digestOf } from '../spec/digest.ts';
+import type { Descriptor } from '../spec/manifest.ts';
+import type { BlobDesc, BlobOpener, BlobRead, ImageEndpoint, ManifestData, ManifestTarget, PutBlobOptions } from './transport.ts';
+
+export class RegistryEndpoint implements ImageEndpoint {
+  readonly name: string;
+  readonly supportsIndex = true;
+
+  constructor(
+    private readonly client: RegistryClient,
+    private readonly repo: string,
+  ) {
+    this.name = `${client.url.host}/${repo}`;
+  }
+
+  async getManifest(ref: string | undefined, signal?: AbortSignal): Promise<ManifestData> {
+    if (ref === undefined) throw new Error(`${this.name}: name a tag or digest`);
+    const m = await this.client.getManifest(this.repo, ref, signal ? { signal } : {});
+    return { bytes: m.bytes, mediaType: m.mediaType, digest: m.digest };
+  }
+
+  async openBlob(desc: BlobDesc, offset = 0, signal?: AbortSignal): Promise<BlobRead> {
+    const d = await this.client.getBlob(this.repo, desc.digest, {
+      size: desc.size,
+      ...(offset > 0 ? { range: { start: offset } } : {}),
+      ...(signal ? { signal } : {}),
+    });
+    return { stream: d.stream, size: desc.size };
+  }
+
+  async listTags(signal?: AbortSignal): Promise<string[]> {
+    const tags: string[] = [];
+    for await (const t of this.client.tags(this.repo, signal ? { signal } : {})) tags.push(t);
+    return tags;
+  }
+
+  async referrers(digest: Digest, signal?: AbortSignal): Promise<Descriptor[]> {
+    return (await this.client.referrers(this.repo, digest, signal ? { signal } : {})).manifests;
+  }
+
+  async hasBlob(digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
+    return (await this.client.headBlob(this.repo, digest, signal))?.size;
+  }
+
+  async mountBlob(desc: BlobDesc, fromRepo: string, signal?: AbortSignal): Promise<boolean> {
+    const r = await this.client.send({
+      method: 'POST',
+      url: `/v2/${this.repo}/blobs/uploads/`,
+      query: { mount: desc.digest, from: fromRepo },
+      scopes: [`repository:${this.repo}:pull,push`, `repository:${fromRepo}:pull`],
+      ok: [201, 202],
+      ...(signal ? { signal } : {}),
+    });
+    await discard(r);
+    if (r.status === 201) return true;
+    // Declined: the registry opened an upload session instead; close it so nothing is left behind.
+    const location = r.header('location');
+    if (location) await this.client.cancelUpload(new URL(location, this.client.url).toString(), signal);
+    return false;
+  }
+
+  async putBlob(desc: BlobDesc, open: BlobOpener, opts: PutBlobOptions = {}): Promise<void> {
+    await this.client.pushBlob(this.repo, (offset: number): Promise<Readable> => open(offset), {
+      digest: desc.digest,
+      size: desc.size,
+      // The engine asked hasBlob already.
+      skipExistsCheck: true,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    });
+  }
+
+  async putManifest(target: ManifestTarget, bytes: Buffer, mediaType: string, signal?: AbortSignal): Promise<Digest> {
+    const ref = target.tag ?? digestOf(bytes, 'sha256');
+    return (await this.client.putManifest(this.repo, ref, bytes, { mediaType, ...(signal ? { signal } : {}) })).digest;
+  }
+}
