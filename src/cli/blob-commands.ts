@@ -100,24 +100,32 @@ export async function blobGet(ctx: Ctx | undefined): Promise<number> {
   return 0;
 }
 
+/** `blob put REPO FILE...`: the files are pushed in parallel (one progress bar each); `-` is stdin. */
 export async function blobPut(ctx: Ctx | undefined): Promise<number> {
   if (!ctx) return 0;
   const ref = parseImageRef(ctx.positionals[0]!, { repoOnly: true });
-  const file = ctx.positionals[1]!;
+  const files = ctx.positionals.slice(1);
+  if (files.filter((f) => f === '-').length > 1) throw new UsageError('stdin (-) can be read once');
+  for (const f of files) if (f !== '-') fileSize(f);
   const client = ctx.client(ref.registry);
   const progress = await ctx.out.progress();
-  let r: PushBlobResult;
+  let results: Array<PushBlobResult & { file: string }>;
   try {
-    if (file === '-') {
-      // stdin can be read once: the digest is computed while it streams (no skip, no resume).
-      const t = progress.transfer('stdin', undefined);
-      r = await client.pushBlob(ref.repo, pipe(process.stdin, counting(t), () => undefined));
-      t.done(r.outcome, r.size);
-    } else r = await pushFile(client, ref.repo, file, progress);
+    results = await Promise.all(
+      files.map(async (file) => {
+        if (file !== '-') return { ...(await pushFile(client, ref.repo, file, progress)), file };
+        // stdin can be read once: the digest is computed while it streams (no skip, no resume).
+        const t = progress.transfer('stdin', undefined);
+        const r = await client.pushBlob(ref.repo, pipe(process.stdin, counting(t), () => undefined));
+        t.done(r.outcome, r.size);
+        return { ...r, file };
+      }),
+    );
   } finally {
     progress.stop();
   }
-  ctx.out.result({ reference: formatRef({ registry: ref.registry, repo: ref.repo, digest: r.digest }), digest: r.digest, size: r.size, outcome: r.outcome, resumed: r.resumed }, () => r.digest);
+  const blobs = results.map((r) => ({ file: r.file, reference: formatRef({ registry: ref.registry, repo: ref.repo, digest: r.digest }), digest: r.digest, size: r.size, outcome: r.outcome, resumed: r.resumed }));
+  ctx.out.result({ blobs }, () => blobs.map((b) => b.digest).join('\n'));
   return 0;
 }
 

@@ -33,8 +33,9 @@ registry client commands (IMAGE = [docker://]HOST[:PORT]/REPO[:TAG][@DIGEST], TA
   manifest put IMAGE [FILE|-] push a manifest (media type from the document or --media-type); prints its digest
   blob get REGISTRY/REPO@DIGEST [-o FILE]
                               download a blob, verified against its digest
-  blob put REGISTRY/REPO FILE|-
-                              upload a blob (skipped when present, resumed when interrupted); prints its digest
+  blob put REGISTRY/REPO FILE|-...
+                              upload blobs in parallel (skipped when present, resumed when interrupted);
+                              prints their digests
   delete IMAGE:TAG|IMAGE@DIGEST
                               delete a tag, or a manifest with every tag on it (--manifest: the one a tag names)
   referrers IMAGE [--artifact-type T]

@@ -3,12 +3,12 @@
  * arguments `host[:port]` (or `http(s)://host[:port]`). The repository, tag and digest grammars are the ones of
  * src/spec, so the CLI refuses exactly what a registry would.
  *
- * Defaults, as docker, crane and regctl do them: a first path component that is not a host (no `.`, no `:`,
+ * Defaults, as docker and crane do them: a first path component that is not a host (no `.`, no `:`,
  * not `localhost`) means Docker Hub (`docker.io`, served at `registry-1.docker.io`), where a one-component
  * repository gets `library/`; no tag and no digest means `latest`.
  *
  * Plain HTTP: `--plain-http` forces it; without it `localhost`, `*.localhost`, `127.0.0.0/8` and `[::1]` are
- * spoken to over plain HTTP (as crane and regctl do, and as a registry on the loopback normally is), every other
+ * spoken to over plain HTTP (as crane does, and as a registry on the loopback normally is), every other
  * host over HTTPS. `--insecure` keeps HTTPS but accepts a certificate that does not verify (oras's meaning).
  */
 import { isDigest } from '../spec/digest.ts';
