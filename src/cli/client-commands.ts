@@ -26,6 +26,7 @@ export const CLIENT_USAGE: Record<string, string> = {
   delete: 'berth delete [--manifest] IMAGE:TAG|IMAGE@DIGEST',
   referrers: 'berth referrers [--artifact-type T] IMAGE',
   attach: 'berth attach --artifact-type T [--annotation K=V]... IMAGE FILE[:MEDIATYPE]...',
+  copy: 'berth copy [--platform OS/ARCH[/VARIANT]] [--all-tags] [--referrers] [--concurrency N] SRC DST\n  SRC, DST: [docker://]HOST/REPO[:TAG|@DIGEST], oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG|:@N]',
 };
 
 type Command = (args: string[]) => Promise<number>;
@@ -203,6 +204,11 @@ const COMMANDS: Record<string, Command> = {
   delete: deleteCmd,
   referrers,
   attach: (a) => attach(parse('attach', a, { 'artifact-type': { type: 'string' }, annotation: { type: 'string', multiple: true, short: 'a' } }, 1, Infinity)),
+  // The copy engine and its tar library load only for copy.
+  copy: async (a) => {
+    const ctx = parse('copy', a, { platform: { type: 'string' }, 'all-tags': { type: 'boolean' }, referrers: { type: 'boolean' }, concurrency: { type: 'string' } }, 2, 2);
+    return (await import('./copy-command.ts')).copyCommand(ctx);
+  },
 };
 
 /** Commands with a subcommand (`manifest get`, `blob put`). */

@@ -42,6 +42,10 @@ registry client commands (IMAGE = [docker://]HOST[:PORT]/REPO[:TAG][@DIGEST], TA
                               artifacts whose subject is IMAGE (referrers API, or the tag schema)
   attach --artifact-type T [-a K=V]... IMAGE FILE[:MEDIATYPE]...
                               push files as an OCI artifact with IMAGE as its subject (like oras attach)
+  copy [--platform OS/ARCH] [--all-tags] [--referrers] [--concurrency N] SRC DST
+                              copy images between registries, oci:DIR[:TAG] layouts and
+                              docker-archive:FILE[:NAME:TAG] tarballs; blobs in parallel with progress,
+                              present ones skipped, same-registry ones mounted, interrupted copies resumed
   client flags: --json, -q/--quiet, --plain-http (default for localhost and 127.0.0.0/8), --insecure;
   <command> --help for each command's usage. Exit status 1 on failure, 2 on usage errors. See docs/cli.md.
 
@@ -249,6 +253,7 @@ async function main(argv: string[]): Promise<void> {
     case 'blob':
     case 'delete':
     case 'attach':
+    case 'copy':
       return clientCommand(cmd, rest);
     case 'htpasswd':
       return htpasswd(rest);

@@ -9,6 +9,8 @@ export interface CutProxy {
   port: number;
   /** Connections cut so far. */
   cuts: number;
+  /** Bytes the clients sent through the proxy, over all connections. */
+  received: number;
   /** Cut the connection that carries the client's byte number `bytes + 1` counted from now (any connection). */
   arm(bytes: number): void;
   close(): Promise<void>;
@@ -22,6 +24,7 @@ export async function startCutProxy(targetPort: number, targetHost = '127.0.0.1'
     url: '',
     port: 0,
     cuts: 0,
+    received: 0,
     arm: (b) => {
       cutAfter = b;
       sinceArm = 0;
@@ -40,6 +43,7 @@ export async function startCutProxy(targetPort: number, targetHost = '127.0.0.1'
       upstream.destroy();
     };
     client.on('data', (d: Buffer) => {
+      state.received += d.length;
       const before = sinceArm;
       sinceArm += d.length;
       if (cutAfter !== undefined && sinceArm > cutAfter) {

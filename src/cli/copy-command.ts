@@ -1,0 +1,111 @@
+/**
+ * `berth copy SRC DST`: images between registries, OCI layouts (`oci:DIR[:TAG]`) and docker archives
+ * (`docker-archive:FILE[:REF]`), through the copy engine (src/copy). Blobs move in parallel with a progress bar
+ * each; blobs the destination has are skipped, same-registry copies mount, and an interrupted copy re-run
+ * resumes (registry uploads from the acknowledged offset, layout blobs from their `.partial` file).
+ */
+import { copyAllTags, copyImage, type CopyOptions, type CopyStats, type ProgressEvent } from '../copy/copy.ts';
+import { DockerArchiveReader, DockerArchiveWriter, parseDockerArchiveReference } from '../copy/docker-archive.ts';
+import { OciLayout, parseOciReference } from '../copy/oci-layout.ts';
+import { RegistryEndpoint } from '../copy/registry.ts';
+import type { ImageDestination, ImageSource } from '../copy/transport.ts';
+import type { Ctx } from './context.ts';
+import { shortDigest, type Transfer } from './output.ts';
+import { formatRef, parseImageRef, UsageError } from './reference.ts';
+
+interface Endpoint {
+  source?: ImageSource;
+  destination?: ImageDestination;
+  /** The tag or digest within the endpoint (registries, layouts) or the archive reference. */
+  ref: string | undefined;
+  /** The registry and repository, for mounts within one registry. */
+  registry?: { host: string; repo: string };
+  label: string;
+}
+
+function open(ctx: Ctx, s: string, as: 'source' | 'destination'): Endpoint {
+  if (s.startsWith('oci:')) {
+    const r = parseOciReference(s.slice('oci:'.length));
+    const layout = new OciLayout(r.dir);
+    return { source: layout, destination: layout, ref: r.tag, label: s };
+  }
+  if (s.startsWith('docker-archive:')) {
+    const r = parseDockerArchiveReference(s.slice('docker-archive:'.length));
+    if (as === 'source') return { source: new DockerArchiveReader(r.file), ref: r.ref, label: s };
+    if (r.ref?.startsWith('@')) throw new UsageError('docker-archive:FILE:@N names an image to read, not one to write');
+    return { destination: new DockerArchiveWriter(r.file), ref: r.ref, label: s };
+  }
+  const ref = parseImageRef(s.startsWith('docker://') ? s.slice('docker://'.length) : s);
+  const endpoint = new RegistryEndpoint(ctx.client(ref.registry), ref.repo);
+  return {
+    source: endpoint,
+    destination: endpoint,
+    // A destination named by digest only gets an untagged push.
+    ref: as === 'source' ? ref.ref : ref.tag,
+    registry: { host: ref.registry, repo: ref.repo },
+    label: formatRef(ref),
+  };
+}
+
+export async function copyCommand(ctx: Ctx | undefined): Promise<number> {
+  if (!ctx) return 0;
+  const [srcArg, dstArg] = ctx.positionals as [string, string];
+  const src = open(ctx, srcArg, 'source');
+  const dst = open(ctx, dstArg, 'destination');
+  if (!src.source) throw new UsageError(`${srcArg} cannot be read`);
+  if (!dst.destination) throw new UsageError(`${dstArg} cannot be written`);
+  const concurrency = ctx.str('concurrency');
+  if (concurrency !== undefined && !/^[1-9]\d{0,2}$/.test(concurrency)) throw new UsageError(`--concurrency must be 1-999, not ${JSON.stringify(concurrency)}`);
+
+  const progress = await ctx.out.progress();
+  const transfers = new Map<string, Transfer>();
+  const onProgress = (e: ProgressEvent): void => {
+    let t = transfers.get(e.digest);
+    if (!t) transfers.set(e.digest, (t = progress.transfer(shortDigest(e.digest), e.total)));
+    if (e.phase === 'skip') t.done('exists', 0);
+    else if (e.phase === 'mount') t.done('mounted', 0);
+    else if (e.phase === 'done') t.done('copied', e.total);
+    else t.update(e.done);
+  };
+  const opts: CopyOptions = {
+    onProgress,
+    ...(ctx.str('platform') ? { platform: ctx.str('platform')! } : {}),
+    ...(ctx.flag('referrers') ? { referrers: true } : {}),
+    ...(concurrency ? { concurrency: Number(concurrency) } : {}),
+    // Same registry, other repository: blobs are mounted instead of moved.
+    ...(src.registry && dst.registry && src.registry.host === dst.registry.host && src.registry.repo !== dst.registry.repo ? { mountFrom: src.registry.repo } : {}),
+  };
+  const started = Date.now();
+  let stats: CopyStats & { digest?: string; tags?: Array<{ tag: string; digest: string }> };
+  try {
+    // --all-tags: every tag of the repository, layout or archive (a tag in SRC or DST is ignored).
+    if (ctx.flag('all-tags')) {
+      stats = await copyAllTags(src.source, dst.destination, opts);
+    } else {
+      stats = await copyImage(src.source, src.ref, dst.destination, dst.ref, opts);
+    }
+  } finally {
+    progress.stop();
+    await src.source.close?.();
+  }
+  const seconds = (Date.now() - started) / 1000;
+  const summary = {
+    source: src.label,
+    destination: dst.label,
+    ...(stats.digest ? { digest: stats.digest } : {}),
+    ...(stats.tags ? { tags: stats.tags } : {}),
+    manifests: stats.manifests,
+    referrers: stats.referrers,
+    blobsTransferred: stats.blobsTransferred,
+    blobsSkipped: stats.blobsSkipped,
+    blobsMounted: stats.blobsMounted,
+    bytesTransferred: stats.bytesTransferred,
+    seconds,
+  };
+  ctx.out.result(summary, () => {
+    const what = stats.tags ? `${stats.tags.length} tags` : stats.digest!;
+    const mb = stats.bytesTransferred / 1e6;
+    return `Copied ${what} to ${dst.label}: ${stats.blobsTransferred} blobs transferred (${mb.toFixed(1)} MB, ${seconds > 0 ? (mb / seconds).toFixed(1) : '-'} MB/s), ${stats.blobsSkipped} skipped, ${stats.blobsMounted} mounted, ${stats.manifests} manifests, ${stats.referrers} referrers`;
+  });
+  return 0;
+}
