@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createWriteStream, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { prepareBerth, startBerth } from './servers.ts';
@@ -20,6 +20,7 @@ const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }
 const RUNS = Number(values.runs);
 const LAYERS = Number(values.layers);
 const LAYER = Number(values['layer-mib']) * 1024 * 1024;
+const SKOPEO_BLOB_CACHES = ['/var/lib/containers/cache/blob-info-cache-v1.boltdb', join(homedir(), '.local/share/containers/cache/blob-info-cache-v1.boltdb')];
 const log = (s: string): void => void process.stderr.write(`[bench:copy] ${s}\n`);
 
 /** A layout with one image of LAYERS incompressible layers (pseudo-random, generated in 1 MiB blocks). */
@@ -95,7 +96,12 @@ async function main(): Promise<void> {
         pull: (repo: string, dir: string): number => run(process.execPath, [...berthCli, 'copy', '--quiet', `${host}/${repo}:v1`, `oci:${dir}:v1`]),
       },
       skopeo: {
-        push: (repo: string): number => run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${src}:v1`, `docker://${host}/${repo}:v1`]),
+        // skopeo remembers where it saw each blob (its blob-info cache) and would mount from the previous run's
+        // repository instead of uploading: start it without that memory, as berth copy starts.
+        push: (repo: string): number => {
+          for (const f of SKOPEO_BLOB_CACHES) rmSync(f, { force: true });
+          return run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${src}:v1`, `docker://${host}/${repo}:v1`]);
+        },
         pull: (repo: string, dir: string): number => run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${host}/${repo}:v1`, `oci:${dir}:v1`]),
       },
     };

@@ -25,6 +25,11 @@ export interface GetBlobOptions {
   range?: { start: number; end?: number };
   /** Expected size of the whole blob (checked when known). */
   size?: number;
+  /**
+   * Hash a full read and fail on a mismatch (default true). Turn off only when whatever consumes the bytes
+   * verifies them itself (the copy engine's destinations do), so they are not hashed twice.
+   */
+  verify?: boolean;
   signal?: AbortSignal;
 }
 
@@ -185,7 +190,7 @@ export function blobOps(c: RegistryClient): BlobOps {
     }
     const endExcl = o.range?.end !== undefined ? Math.min(o.range.end + 1, total ?? Infinity) : (total ?? Infinity);
     const full = !o.range || (start === 0 && o.range.end === undefined);
-    const hash: Hash | undefined = full ? createHash(d.algorithm as DigestAlgorithm) : undefined;
+    const hash: Hash | undefined = full && o.verify !== false ? createHash(d.algorithm as DigestAlgorithm) : undefined;
     const where = `GET ${res.url.href}`;
     async function* body(): AsyncGenerator<Buffer> {
       let pos = start;
