@@ -4,14 +4,58 @@
  * each; blobs the destination has are skipped, same-registry copies mount, and an interrupted copy re-run
  * resumes (registry uploads from the acknowledged offset, layout blobs from their `.partial` file).
  */
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { copyAllTags, copyImage, type CopyOptions, type CopyStats, type ProgressEvent } from '../copy/copy.ts';
 import { DockerArchiveReader, DockerArchiveWriter, parseDockerArchiveReference } from '../copy/docker-archive.ts';
 import { OciLayout, parseOciReference } from '../copy/oci-layout.ts';
-import { RegistryEndpoint } from '../copy/registry.ts';
+import { RegistryEndpoint, type UploadJournal } from '../copy/registry.ts';
 import type { ImageDestination, ImageSource } from '../copy/transport.ts';
 import type { Ctx } from './context.ts';
 import { shortDigest, type Transfer } from './output.ts';
 import { formatRef, parseImageRef, UsageError } from './reference.ts';
+
+/** Upload sessions older than this are forgotten (registries purge them after a week by default). */
+const JOURNAL_MAX_AGE_MS = 7 * 24 * 3600_000;
+
+/**
+ * The upload sessions of copies in progress, in `$XDG_CACHE_HOME/berth/uploads.json` (default ~/.cache): a
+ * copy run again after its process was killed continues each blob where the registry stopped.
+ */
+function fileJournal(): UploadJournal {
+  const file = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'berth', 'uploads.json');
+  let entries: Record<string, { location: string; at: number }> = {};
+  try {
+    entries = JSON.parse(readFileSync(file, 'utf8')) as typeof entries;
+  } catch {
+    entries = {};
+  }
+  const now = Date.now();
+  for (const [k, v] of Object.entries(entries)) if (!v || typeof v.location !== 'string' || now - v.at > JOURNAL_MAX_AGE_MS) delete entries[k];
+  const save = (): void => {
+    try {
+      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+      const tmp = `${file}.${process.pid}.tmp`;
+      writeFileSync(tmp, JSON.stringify(entries), { mode: 0o600 });
+      renameSync(tmp, file);
+    } catch {
+      // Only resumption after a crash depends on it; the copy itself does not.
+    }
+  };
+  return {
+    get: (k) => entries[k]?.location,
+    set: (k, location) => {
+      entries[k] = { location, at: Date.now() };
+      save();
+    },
+    delete: (k) => {
+      if (!(k in entries)) return;
+      delete entries[k];
+      save();
+    },
+  };
+}
 
 interface Endpoint {
   source?: ImageSource;
@@ -23,7 +67,7 @@ interface Endpoint {
   label: string;
 }
 
-function open(ctx: Ctx, s: string, as: 'source' | 'destination'): Endpoint {
+function open(ctx: Ctx, s: string, as: 'source' | 'destination', journal?: UploadJournal): Endpoint {
   if (s.startsWith('oci:')) {
     const r = parseOciReference(s.slice('oci:'.length));
     const layout = new OciLayout(r.dir);
@@ -36,7 +80,7 @@ function open(ctx: Ctx, s: string, as: 'source' | 'destination'): Endpoint {
     return { destination: new DockerArchiveWriter(r.file), ref: r.ref, label: s };
   }
   const ref = parseImageRef(s.startsWith('docker://') ? s.slice('docker://'.length) : s);
-  const endpoint = new RegistryEndpoint(ctx.client(ref.registry), ref.repo);
+  const endpoint = new RegistryEndpoint(ctx.client(ref.registry), ref.repo, as === 'destination' ? journal : undefined);
   return {
     source: endpoint,
     destination: endpoint,
@@ -51,7 +95,7 @@ export async function copyCommand(ctx: Ctx | undefined): Promise<number> {
   if (!ctx) return 0;
   const [srcArg, dstArg] = ctx.positionals as [string, string];
   const src = open(ctx, srcArg, 'source');
-  const dst = open(ctx, dstArg, 'destination');
+  const dst = open(ctx, dstArg, 'destination', fileJournal());
   if (!src.source) throw new UsageError(`${srcArg} cannot be read`);
   if (!dst.destination) throw new UsageError(`${dstArg} cannot be written`);
   const concurrency = ctx.str('concurrency');

@@ -60,6 +60,14 @@ export interface PushBlobOptions {
   signal?: AbortSignal;
   /** Called with the number of bytes the registry has acknowledged. */
   onProgress?: (acknowledged: number) => void;
+  /**
+   * The upload location of an earlier push of this blob that did not finish (a process that was killed): when
+   * the registry still has that session, the push continues from the offset it reports. Needs a re-openable
+   * source, the digest and the size.
+   */
+  session?: string;
+  /** Called with the upload's location when the session opens and whenever it moves, so a caller can persist it. */
+  onSession?: (location: string) => void;
 }
 
 export interface PushBlobResult extends BlobInfo {
@@ -264,18 +272,32 @@ export function blobOps(c: RegistryClient): BlobOps {
       up = await startUpload(repo, { mount: digest.digest, from: o.from }, [...scopes, `repository:${o.from}:pull`], o.signal);
       if (up.res.status === 201) return { digest: digest.digest, size: size ?? (await headBlob(repo, digest.digest, o.signal))?.size ?? 0, outcome: 'mounted', resumed: 0 };
     }
+    const reopen = typeof source === 'function' ? source : undefined;
+    // An earlier process's session for this blob: continue it if the registry still has it.
+    let start = 0;
+    if (!up && o.session && digest && size !== undefined && reopen) {
+      const st = await c.send({ method: 'GET', url: new URL(o.session, c.url), scopes, ok: [204, 200, 404, 400, 416], ...sig(o.signal) }).catch(() => undefined);
+      if (st) await discard(st);
+      if (st && (st.status === 204 || st.status === 200)) {
+        const at = uploadOffset(st) ?? 0;
+        if (at <= size) {
+          up = { res: st, location: new URL(st.header('location') ?? o.session, st.url), minChunk: 0 };
+          start = at;
+        }
+      }
+    }
     up ??= await startUpload(repo, {}, scopes, o.signal);
     if (!up.location) throw new RegistryError({ status: up.res.status, method: 'POST', url: up.res.url, bodyText: 'upload started without a Location' });
     let location = up.location;
+    o.onSession?.(location.href);
     const chunk = Math.max(o.chunkSize ?? c.chunkSize, up.minChunk, 1);
     const monolithic = o.monolithicThreshold ?? c.monolithicThreshold;
 
-    const reopen = typeof source === 'function' ? source : undefined;
-    let reader: ChunkReader | undefined = bytes ? undefined : new ChunkReader(reopen ? await reopen(0) : (source as Readable));
+    let reader: ChunkReader | undefined = bytes ? undefined : new ChunkReader(reopen ? await reopen(start) : (source as Readable));
     // The hash of what was fed when the digest is unknown, and its copy at the last acknowledged offset.
     let hash: Hash | undefined = digest ? undefined : createHash(algorithm);
-    let acked = { offset: 0, hash: hash?.copy() };
-    let offset = 0;
+    let acked = { offset: start, hash: hash?.copy() };
+    let offset = start;
     let resumed = 0;
     const feed = (b: Buffer): void => void hash?.update(b);
     const octet = { 'Content-Type': 'application/octet-stream' };
@@ -324,7 +346,10 @@ export function blobOps(c: RegistryClient): BlobOps {
           }
           const res = await c.send({ method: 'PATCH', url: location, headers, body, scopes, ok: [202, 204], retry: false, ...sig(o.signal) });
           await discard(res);
-          if (res.header('location')) location = new URL(res.header('location')!, res.url);
+          if (res.header('location')) {
+            location = new URL(res.header('location')!, res.url);
+            o.onSession?.(location.href);
+          }
           offset = uploadOffset(res) ?? offset + (Number.isFinite(n) ? n : 0);
           if (size === undefined) size = offset;
           if (hash) acked = { offset, hash: hash.copy() };

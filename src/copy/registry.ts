@@ -11,6 +11,16 @@ import { type Digest, digestOf } from '../spec/digest.ts';
 import type { Descriptor } from '../spec/manifest.ts';
 import type { BlobDesc, BlobOpener, BlobRead, ImageEndpoint, ManifestData, ManifestTarget, PutBlobOptions } from './transport.ts';
 
+/**
+ * Where upload sessions in progress are remembered (by registry, repository and digest), so a copy run again
+ * after its process was killed continues each blob from what the registry kept instead of from zero.
+ */
+export interface UploadJournal {
+  get(key: string): string | undefined;
+  set(key: string, location: string): void;
+  delete(key: string): void;
+}
+
 export class RegistryEndpoint implements ImageEndpoint {
   readonly name: string;
   readonly supportsIndex = true;
@@ -18,6 +28,7 @@ export class RegistryEndpoint implements ImageEndpoint {
   constructor(
     private readonly client: RegistryClient,
     private readonly repo: string,
+    private readonly journal?: UploadJournal,
   ) {
     this.name = `${client.url.host}/${repo}`;
   }
@@ -71,14 +82,24 @@ export class RegistryEndpoint implements ImageEndpoint {
   }
 
   async putBlob(desc: BlobDesc, open: BlobOpener, opts: PutBlobOptions = {}): Promise<void> {
-    await this.client.pushBlob(this.repo, (offset: number): Promise<Readable> => open(offset), {
+    const key = `${this.client.url.origin}/${this.repo}@${desc.digest}`;
+    const session = this.journal?.get(key);
+    const push = this.client.pushBlob(this.repo, (offset: number): Promise<Readable> => open(offset), {
       digest: desc.digest,
       size: desc.size,
       // The engine asked hasBlob already.
       skipExistsCheck: true,
+      ...(session ? { session } : {}),
+      ...(this.journal ? { onSession: (l: string) => this.journal!.set(key, l) } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     });
+    try {
+      await push;
+    } finally {
+      // Done, or failed with its session cancelled: nothing to continue next time.
+      this.journal?.delete(key);
+    }
   }
 
   async putManifest(target: ManifestTarget, bytes: Buffer, mediaType: string, signal?: AbortSignal): Promise<Digest> {

@@ -6,14 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { createWriteStream, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { createWriteStream, mkdirSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { once } from 'node:events';
 import { startCutProxy } from '../helpers/cut-proxy.ts';
 import { layoutDigest } from '../helpers/images.ts';
 import { rawDigest, skopeo, skopeoCopy } from '../helpers/run.ts';
-import { startBerth, startDistribution, type RunningRegistry } from '../helpers/servers.ts';
+import { PROJECT_ROOT, startBerth, startDistribution, type RunningRegistry } from '../helpers/servers.ts';
 import { bytes, newSeed } from '../helpers/stream-data.ts';
 import { type Fixture, buildFixture } from '../copy/helpers.ts';
 import { berthJson } from './cli.ts';
@@ -121,10 +122,18 @@ describe('berth copy', { timeout: 300_000 }, () => {
     assert.equal(again.blobsTransferred + again.blobsMounted, 0);
   });
 
+  let big: { dir: string; digest: string } | undefined;
+  const bigImage = async (): Promise<{ dir: string; digest: string }> => {
+    if (!big) {
+      const dir = join(fx.root, 'big');
+      big = { dir, digest: await bigLayout(dir, 512 * MiB) };
+    }
+    return big;
+  };
+
   test('a 512 MiB layer whose connection is cut mid-upload resumes from what the registry acknowledged', async () => {
     const size = 512 * MiB;
-    const dir = join(fx.root, 'big');
-    const digest = await bigLayout(dir, size);
+    const { dir, digest } = await bigImage();
     const proxy = await startCutProxy(berth.port);
     try {
       proxy.arm(200 * MiB);
@@ -134,6 +143,30 @@ describe('berth copy', { timeout: 300_000 }, () => {
       // Resumed, not restarted: a restart would send the 200 MiB before the cut again (712 MiB and more).
       assert.ok(proxy.received < size + 150 * MiB, `${(proxy.received / MiB).toFixed(0)} MiB went through the proxy for a ${size / MiB} MiB layer`);
       assert.equal(await rawDigest(`docker://${berth.host}/big/app:v1`, ['--tls-verify=false']), digest);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('a copy killed in the middle of a 512 MiB layer, run again, continues the upload where the registry stopped', async () => {
+    const size = 512 * MiB;
+    const { dir, digest } = await bigImage();
+    const proxy = await startCutProxy(berth.port);
+    const cache = mkdtempSync(join(fx.root, 'cache-'));
+    const args = ['copy', '--json', `oci:${dir}:big`, `127.0.0.1:${proxy.port}/killed/app:v1`];
+    try {
+      const first = spawn(process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts'), ...args], { env: { ...process.env, XDG_CACHE_HOME: cache }, stdio: 'ignore' });
+      const exited = once(first, 'exit');
+      while (proxy.received < 200 * MiB && first.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+      first.kill('SIGKILL');
+      await exited;
+      const before = proxy.received;
+      assert.ok(before >= 200 * MiB && before < size, `killed after ${(before / MiB).toFixed(0)} MiB`);
+      const r = await berthJson<CopySummary>(args, { env: { XDG_CACHE_HOME: cache } });
+      assert.equal(r.digest, digest);
+      // The second run sent only what the registry did not have: together about one layer, not 200 MiB more.
+      assert.ok(proxy.received < size + 100 * MiB, `${(proxy.received / MiB).toFixed(0)} MiB went through the proxy in both runs for a ${size / MiB} MiB layer`);
+      assert.equal(await rawDigest(`docker://${berth.host}/killed/app:v1`, ['--tls-verify=false']), digest);
     } finally {
       await proxy.close();
     }
