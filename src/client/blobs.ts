@@ -162,6 +162,11 @@ export interface BlobOps {
    */
   copyBlob(src: { client: RegistryClient; repo: string }, repo: string, blob: BlobInfo, o?: { signal?: AbortSignal; onProgress?: (n: number) => void }): Promise<PushBlobResult>;
   deleteBlob(repo: string, digest: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Cross-repository mount only: true when `repo` now has the blob, false when the registry declined (the
+   * upload session it opened instead is cancelled).
+   */
+  mountBlob(repo: string, digest: string, from: string, signal?: AbortSignal): Promise<boolean>;
   /** Cancels an upload session by its location (DELETE); an upload already gone is not an error. */
   cancelUpload(location: string, signal?: AbortSignal): Promise<void>;
 }
@@ -409,6 +414,15 @@ export function blobOps(c: RegistryClient): BlobOps {
     await discard(res);
   }
 
+  async function mountBlob(repo: string, digest: string, from: string, signal?: AbortSignal): Promise<boolean> {
+    parseRepoName(repo);
+    parseRepoName(from);
+    const up = await startUpload(repo, { mount: digest, from }, [`repository:${repo}:pull,push`, `repository:${from}:pull`], signal);
+    if (up.res.status === 201) return true;
+    if (up.location) await cancelUpload(up.location.href, signal).catch(() => undefined);
+    return false;
+  }
+
   async function cancelUpload(location: string, signal?: AbortSignal): Promise<void> {
     const u = new URL(location, c.url);
     const m = /^\/v2\/(.+)\/blobs\/uploads\//.exec(u.pathname);
@@ -416,5 +430,5 @@ export function blobOps(c: RegistryClient): BlobOps {
     await discard(res);
   }
 
-  return { headBlob, getBlob, pushBlob, copyBlob, deleteBlob, cancelUpload };
+  return { headBlob, getBlob, pushBlob, copyBlob, deleteBlob, mountBlob, cancelUpload };
 }

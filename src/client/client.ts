@@ -418,4 +418,6 @@ export class RegistryClient {
   deleteBlob: BlobOps['deleteBlob'] = (...a) => this.blobs.deleteBlob(...a);
   /** See {@link BlobOps.cancelUpload}. */
   cancelUpload: BlobOps['cancelUpload'] = (...a) => this.blobs.cancelUpload(...a);
+  /** Cross-repository mount only (see {@link BlobOps.mountBlob}). */
+  mountBlob: BlobOps['mountBlob'] = (...a) => this.blobs.mountBlob(...a);
 }

@@ -6,7 +6,6 @@
  */
 import type { Readable } from 'node:stream';
 import type { RegistryClient } from '../client/client.ts';
-import { discard } from '../client/transport.ts';
 import { type Digest, digestOf } from '../spec/digest.ts';
 import type { Descriptor } from '../spec/manifest.ts';
 import type { BlobDesc, BlobOpener, BlobRead, ImageEndpoint, ManifestData, ManifestTarget, PutBlobOptions } from './transport.ts';
@@ -65,20 +64,7 @@ export class RegistryEndpoint implements ImageEndpoint {
   }
 
   async mountBlob(desc: BlobDesc, fromRepo: string, signal?: AbortSignal): Promise<boolean> {
-    const r = await this.client.send({
-      method: 'POST',
-      url: `/v2/${this.repo}/blobs/uploads/`,
-      query: { mount: desc.digest, from: fromRepo },
-      scopes: [`repository:${this.repo}:pull,push`, `repository:${fromRepo}:pull`],
-      ok: [201, 202],
-      ...(signal ? { signal } : {}),
-    });
-    await discard(r);
-    if (r.status === 201) return true;
-    // Declined: the registry opened an upload session instead; close it so nothing is left behind.
-    const location = r.header('location');
-    if (location) await this.client.cancelUpload(new URL(location, this.client.url).toString(), signal);
-    return false;
+    return this.client.mountBlob(this.repo, desc.digest, fromRepo, signal);
   }
 
   async putBlob(desc: BlobDesc, open: BlobOpener, opts: PutBlobOptions = {}): Promise<void> {

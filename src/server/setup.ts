@@ -81,8 +81,9 @@ export function openRegistry(config: BerthConfig, log: Logger = createLogger(con
     log.warn({ err, op, suppressed }, 'blob descriptor cache error: reads and writes fall through to storage, deletes answer 503 until it is back');
   });
   const cache = descriptorCache(config, log, onCacheError);
+  const driver = DRIVERS[config.storage.driver](config);
   return new Registry({
-    driver: checkedDriver(wrapDriver ? wrapDriver(DRIVERS[config.storage.driver](config)) : DRIVERS[config.storage.driver](config)),
+    driver: checkedDriver(wrapDriver ? wrapDriver(driver) : driver),
     deleteEnabled: config.storage.deleteEnabled,
     ...(cache ? { descriptorCache: cache, onCacheError } : {}),
   });
