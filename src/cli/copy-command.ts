@@ -8,8 +8,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { copyAllTags, copyImage, type CopyOptions, type CopyStats, type ProgressEvent } from '../copy/copy.ts';
-import { DockerArchiveReader, DockerArchiveWriter, parseDockerArchiveReference } from '../copy/docker-archive.ts';
-import { OciLayout, parseOciReference } from '../copy/oci-layout.ts';
+import { openDestination, openSource, parseImageReference } from '../copy/reference.ts';
 import { RegistryEndpoint, type UploadJournal } from '../copy/registry.ts';
 import type { ImageDestination, ImageSource } from '../copy/transport.ts';
 import type { Ctx } from './context.ts';
@@ -68,16 +67,17 @@ interface Endpoint {
 }
 
 function open(ctx: Ctx, s: string, as: 'source' | 'destination', journal?: UploadJournal): Endpoint {
-  if (s.startsWith('oci:')) {
-    const r = parseOciReference(s.slice('oci:'.length));
-    const layout = new OciLayout(r.dir);
-    return { source: layout, destination: layout, ref: r.tag, label: s };
-  }
-  if (s.startsWith('docker-archive:')) {
-    const r = parseDockerArchiveReference(s.slice('docker-archive:'.length));
-    if (as === 'source') return { source: new DockerArchiveReader(r.file), ref: r.ref, label: s };
-    if (r.ref?.startsWith('@')) throw new UsageError('docker-archive:FILE:@N names an image to read, not one to write');
-    return { destination: new DockerArchiveWriter(r.file), ref: r.ref, label: s };
+  // Layouts and archives: the copy engine's own references. Registries: the CLI's (Docker Hub defaults, plain
+  // HTTP on loopback, the common flags), so they read as in every other command.
+  if (s.startsWith('oci:') || s.startsWith('docker-archive:')) {
+    try {
+      const r = parseImageReference(s);
+      if (as === 'source') return { ...openSource(r), label: s };
+      const d = openDestination(r);
+      return { destination: d.destination, ref: d.ref, label: s };
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
   }
   const ref = parseImageRef(s.startsWith('docker://') ? s.slice('docker://'.length) : s);
   const endpoint = new RegistryEndpoint(ctx.client(ref.registry), ref.repo, as === 'destination' ? journal : undefined);
