@@ -18,15 +18,27 @@ export interface RegistryOptions {
   onCacheError?: (err: unknown, op: string) => void;
 }
 
+/**
+ * What each link file's bytes say. Drivers that cache small files hand back the same Buffer while the file is
+ * unchanged, so a link read on every pull is parsed once; a new Buffer is a new key.
+ */
+const parsedLinks = new WeakMap<Buffer, Digest | null>();
+
 /** Reads a link file, returning the digest it holds or undefined when absent or malformed. */
 export async function readLink(driver: StorageDriver, path: string): Promise<Digest | undefined> {
+  let data: Buffer;
   try {
-    const s = (await driver.getContent(path, { maxSize: 1024 })).toString('utf8').trim();
-    return tryParseDigest(s)?.digest;
+    data = await driver.getContent(path, { maxSize: 1024 });
   } catch (e) {
     if (isNotFound(e)) return undefined;
     throw e;
   }
+  let d = parsedLinks.get(data);
+  if (d === undefined) {
+    d = tryParseDigest(data.toString('utf8').trim())?.digest ?? null;
+    parsedLinks.set(data, d);
+  }
+  return d ?? undefined;
 }
 
 export async function exists(driver: StorageDriver, path: string): Promise<boolean> {

@@ -6,11 +6,11 @@ import type { Writable } from 'node:stream';
 import { InvalidPathError, type SendOptions, type StorageDriver } from './driver.ts';
 
 const PATH = /^(?:\/[A-Za-z0-9._:+-]+)+$|^\/$/;
+const DOT_COMPONENT = /\/\.\.?(?:\/|$)/;
 const MAX_PATH = 1024;
 
 export function checkPath(path: string): string {
-  if (path.length > MAX_PATH || !PATH.test(path)) throw new InvalidPathError(path);
-  for (const c of path.split('/')) if (c === '.' || c === '..') throw new InvalidPathError(path);
+  if (path.length > MAX_PATH || !PATH.test(path) || DOT_COMPONENT.test(path)) throw new InvalidPathError(path);
   return path;
 }
 
