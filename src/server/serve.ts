@@ -11,7 +11,7 @@ import type { SecureVersion } from 'node:tls';
 import type { Logger } from 'pino';
 import type { BerthConfig } from '../config/config.ts';
 import type { Registry } from '../registry/registry.ts';
-import { createApp } from './app.ts';
+import { createApp, responseClass } from './app.ts';
 import { createLogger, type DriverWrapper, loadSecret, openRegistry, parseAddr } from './setup.ts';
 
 export { createLogger, type DriverWrapper, loadSecret, openRegistry, parseAddr };
@@ -53,12 +53,12 @@ export async function startServer(config: BerthConfig, log: Logger = createLogge
     log,
     accessLog: config.log.accesslog,
     readonly: config.storage.readonly,
-    headers: config.http.headers,
   });
   const tls = config.http.tls;
   const { timeouts, limits } = config.http;
   // Node checks header and request deadlines on this interval (default 30 s): keep it well under the deadline.
   const serverOptions = {
+    ServerResponse: responseClass(config.http.headers),
     maxHeaderSize: limits.maxHeaderBytes,
     connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor((timeouts.headerMs || 60_000) / 4))),
   };
