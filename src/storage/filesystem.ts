@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { sendFileRange } from './file-sender.ts';
+import type { FileHandle } from 'node:fs/promises';
 import { type FileInfo, type FileWriter, PathNotFoundError, type StorageDriver } from './driver.ts';
 
 export interface FilesystemOptions {
@@ -23,6 +24,8 @@ export interface FilesystemOptions {
 
 /** Bytes written between background flushes of a writer. */
 const FLUSH_EVERY = 8 * 1024 * 1024;
+/** Upload bytes are written to the file in writev calls of about this size. */
+const WRITE_BATCH = 1024 * 1024;
 
 /** Temporary files for atomic replacement live here, never beside the file they replace. */
 export const TMP_DIR = '/.berth-tmp';
@@ -60,6 +63,21 @@ async function exists(p: string): Promise<boolean> {
     () => false,
   );
 }
+/** Writes every byte of `bufs` (a short write is continued, so a full disk surfaces as ENOSPC); returns the count. */
+async function writeAll(h: FileHandle, bufs: Buffer[]): Promise<number> {
+  let total = 0;
+  for (const b of bufs) total += b.length;
+  let { bytesWritten: done } = await h.writev(bufs);
+  if (done === total) return total;
+  const rest = Buffer.concat(bufs, total).subarray(done);
+  while (done < total) {
+    const n = (await h.write(rest, done - (total - rest.length))).bytesWritten;
+    if (n === 0) throw Object.assign(new Error('the file system accepted no bytes'), { code: 'EIO' });
+    done += n;
+  }
+  return total;
+}
+
 const NOT_FOUND = new Set(['ENOENT', 'ENOTDIR', 'EISDIR']);
 
 function mapError(e: unknown, path: string): never {
@@ -264,29 +282,57 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
           );
         }
       };
+      // Bytes are gathered into WRITE_BATCH-sized writev calls, the next batch filling while one is written:
+      // a write per socket chunk (~64 KiB) cost a thread-pool round trip each and paused the socket often.
       // A plain Writable over the handle: fs.WriteStream with autoClose:false never emits 'close', which
       // stream.pipeline waits for; and we need the descriptor open after 'finish' to fsync it.
+      let batch: Buffer[] = [];
+      let batchBytes = 0;
+      /** Every write queued so far, in order; a failed write fails all after it (the error sticks). */
+      let tail: Promise<void> = Promise.resolve();
+      /** Queues the gathered batch behind the writes before it; settles when the write before it is done. */
+      const flush = (): Promise<void> => {
+        const bufs = batch;
+        batch = [];
+        batchBytes = 0;
+        const before = tail;
+        tail = before.then(async () => progress(await writeAll(h, bufs)));
+        // Observed by the next write, final(), destroy() or close(); until then not an unhandled rejection.
+        tail.catch(() => undefined);
+        return before;
+      };
       const stream = new Writable({
         highWaterMark: 256 * 1024,
         write(chunk: Buffer, _enc, cb) {
-          h.write(chunk).then(({ bytesWritten }) => {
-            progress(bytesWritten);
-            cb();
-          }, cb);
+          batch.push(chunk);
+          batchBytes += chunk.length;
+          if (batchBytes < WRITE_BATCH) return cb();
+          // At most one batch written, one queued and one gathering: the next chunk waits for the write before.
+          flush().then(() => cb(), cb);
         },
-        writev(chunks, cb) {
-          const bufs = chunks.map((c) => c.chunk as Buffer);
-          h.writev(bufs).then(({ bytesWritten }) => {
-            progress(bytesWritten);
-            cb();
-          }, cb);
+        final(cb) {
+          if (batchBytes > 0) void flush();
+          tail.then(() => cb(), cb);
+        },
+        destroy(err, cb) {
+          // What was gathered but not queued is dropped; queued writes finish before the handle closes.
+          batch = [];
+          batchBytes = 0;
+          tail.then(
+            () => cb(err),
+            () => cb(err),
+          );
         },
       });
       let closed = false;
-      const close = async (): Promise<void> => {
+      /** Closes the handle after the queued writes; `keep` first queues what was gathered (bytes that arrived). */
+      const close = async (keep = false): Promise<void> => {
         if (closed) return;
         closed = true;
+        if (keep && batchBytes > 0 && !stream.destroyed) void flush();
         if (!stream.destroyed && !stream.writableFinished) stream.destroy();
+        await tail.catch(() => undefined);
+        if (flushing) await flushing.catch(() => undefined);
         await h.close();
       };
       return {
@@ -311,8 +357,8 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
           await fsp.rm(file, { force: true });
         },
         async close() {
-          if (flushing) await flushing.catch(() => undefined);
-          await close();
+          // The client went away: what it sent is kept, a prefix it may resume from.
+          await close(true);
         },
         async discard() {
           if (flushing) await flushing.catch(() => undefined);

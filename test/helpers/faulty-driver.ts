@@ -333,7 +333,8 @@ function faultyWriter(w: FileWriter, f: FaultController, streamFault: FaultKind 
     },
     final(cb) {
       if (innerError) return cb(innerError);
-      w.stream.end(() => cb(innerError));
+      // The inner writer may fail in its own final(): the end callback carries that error.
+      w.stream.end((e?: Error | null) => cb(e ?? innerError));
     },
   });
   const release = (): void => {

@@ -35,7 +35,11 @@ export interface Env {
   rand: () => number;
   /** Upload sessions whose chunk failed other than by a timeout, and whose status then showed unacknowledged bytes. */
   onResumeMismatch?: (detail: string) => void;
+  /** Filled with each upload session's acknowledged size (by upload id) as its chunks are acknowledged. */
+  acknowledged?: Map<string, number>;
 }
+
+const uploadId = (url: string): string => new URL(url, 'http://x').pathname.split('/').pop()!;
 
 const opts = (e: Env) => ({ timeoutMs: e.timeoutMs, allow5xx: e.faulty });
 
@@ -89,6 +93,7 @@ export async function pushChunked(e: Env, repo: string, b: BlobData, chunks: num
       if (range !== `0-${end - 1}`) e.tally.unexpected.push(`PATCH acknowledged Range ${range}, expected 0-${end - 1}`);
       url = location(e, o.headers) ?? url;
       acked = end;
+      e.acknowledged?.set(uploadId(url), acked);
       continue;
     }
     if (o.timeout) timedOut = true;
