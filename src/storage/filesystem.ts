@@ -24,8 +24,14 @@ export interface FilesystemOptions {
 
 /** Bytes written between background flushes of a writer. */
 const FLUSH_EVERY = 8 * 1024 * 1024;
-/** Upload bytes are written to the file in writev calls of about this size. */
+/**
+ * Upload bytes are written in writev calls of about WRITE_BATCH bytes while few uploads are open; the bytes
+ * gathered by all open writers together stay within about GATHER_BUDGET (twice that with the batches being
+ * written), so many concurrent uploads each gather less, down to MIN_BATCH (a socket chunk or so).
+ */
 const WRITE_BATCH = 1024 * 1024;
+const GATHER_BUDGET = 4 * 1024 * 1024;
+const MIN_BATCH = 64 * 1024;
 
 /** Temporary files for atomic replacement live here, never beside the file they replace. */
 export const TMP_DIR = '/.berth-tmp';
@@ -105,6 +111,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   // microsecond, far less than the thread-pool round trips of open/fstat/read/close; the cached bytes are
   // used only while inode, size, mtime and ctime are unchanged (every putContent renames a new inode in).
   const small = new Map<string, CachedFile>();
+  let openWriters = 0;
 
   const tmpDir = base + TMP_DIR;
   let tmpReady: Promise<unknown> | undefined;
@@ -260,6 +267,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       await ensureParent(file);
       const h = await fsp.open(file, o?.append ? 'a' : 'w');
       const initial = o?.append ? (await h.stat()).size : 0;
+      openWriters++;
       let written = 0;
       // Flush in the background every FLUSH_EVERY bytes, so that the fsync before the acknowledgement
       // finds little left to write: disk writeback overlaps with receiving instead of following it.
@@ -306,7 +314,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         write(chunk: Buffer, _enc, cb) {
           batch.push(chunk);
           batchBytes += chunk.length;
-          if (batchBytes < WRITE_BATCH) return cb();
+          if (batchBytes < Math.max(MIN_BATCH, Math.min(WRITE_BATCH, GATHER_BUDGET / openWriters))) return cb();
           // At most one batch written, one queued and one gathering: the next chunk waits for the write before.
           flush().then(() => cb(), cb);
         },
@@ -329,6 +337,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       const close = async (keep = false): Promise<void> => {
         if (closed) return;
         closed = true;
+        openWriters--;
         if (keep && batchBytes > 0 && !stream.destroyed) void flush();
         if (!stream.destroyed && !stream.writableFinished) stream.destroy();
         await tail.catch(() => undefined);
