@@ -22,8 +22,8 @@ export interface FilesystemOptions {
   smallFileCacheEntries?: number;
 }
 
-/** Bytes written between background flushes of a writer. */
-const FLUSH_EVERY = 8 * 1024 * 1024;
+/** Bytes written between background flushes of a writer (2 MiB measured better than 8 for chunked pushes: the fsync before each 202 finds less left). */
+const FLUSH_EVERY = 2 * 1024 * 1024;
 /**
  * Upload bytes are written in writev calls of about WRITE_BATCH bytes while few uploads are open; the bytes
  * gathered by all open writers together stay within about GATHER_BUDGET (twice that with the batches being
