@@ -101,4 +101,28 @@ export async function tagsList(ctx: Ctx): Promise<void> {
   if (Object.values(pages).some((p) => p === '1') && tags > pageSize) {
     row.notes.push('a single page means the server ignored n= and returned every tag at once (distribution 2.8 does not paginate tags)');
   }
+
+  // The same work on both servers: every tag in one response, as distribution 2.8 answers whatever n= says.
+  const whole = ctx.results.row('tags-whole', {
+    group: 'tags',
+    scenario: `tags list of ${tags.toLocaleString('en-US')} tags in one response (no n=), ${WHOLE_LISTINGS} listings in a row, per listing`,
+    unit: 'ms',
+    better: 'lower',
+  });
+  ctx.log(`${whole.scenario}: ${runs} run(s) per server`);
+  await alternate(ctx, runs, async (t) => {
+    if (failed.has(t.id)) return;
+    await measure(ctx, whole, t, async () => {
+      const { seconds, value } = await timed(async () => {
+        let last = { items: [] as string[], pages: 0 };
+        for (let i = 0; i < WHOLE_LISTINGS; i++) last = await t.client.paginate(`/v2/${TAGS_REPO}/tags/list`, 'tags');
+        return last;
+      });
+      if (value.items.length !== tags || value.pages !== 1) throw new Error(`tags list without n= returned ${value.items.length} tags in ${value.pages} pages, expected ${tags} in 1`);
+      return (seconds * 1000) / WHOLE_LISTINGS;
+    });
+  });
 }
+
+/** Whole-listing requests per measurement (one is ~10 ms: too short to time alone on a noisy machine). */
+const WHOLE_LISTINGS = 10;

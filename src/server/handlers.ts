@@ -262,6 +262,9 @@ function linkHeader(path: string, params: Record<string, string>): string {
 }
 
 /** end-8a/8b GET /v2/<name>/tags/list[?n=&last=]. */
+/** Serialised whole tag lists, by the registry's cached (immutable, replaced on change) sorted listing. */
+const wholeTagLists = new WeakMap<readonly string[], { name: string; body: Buffer }>();
+
 export async function listTags(c: Ctx): Promise<void> {
   let n = parseN(c.query.get('n'));
   const last = c.query.get('last') ?? undefined;
@@ -276,6 +279,15 @@ export async function listTags(c: Ctx): Promise<void> {
       if (all[mid]! <= last) start = mid + 1;
       else hi = mid;
     }
+  }
+  if (n === undefined && start === 0) {
+    // The whole list (what a client without n= gets): the same bytes while the listing is unchanged.
+    let hit = wholeTagLists.get(all);
+    if (hit?.name !== c.name) wholeTagLists.set(all, (hit = { name: c.name, body: Buffer.from(JSON.stringify({ name: c.name, tags: all })) }));
+    const body = hit.body;
+    c.res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': body.length });
+    c.res.end(c.req.method === 'HEAD' ? undefined : body);
+    return;
   }
   const page = n === undefined ? all.slice(start) : all.slice(start, start + n);
   const headers: Headers = {};

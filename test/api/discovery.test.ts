@@ -224,6 +224,14 @@ describe('tags list cache', () => {
       const listed = ((await req(`${base}/v2/tagcache/repo/tags/list`)).json() as { tags: string[] }).tags;
       assert.deepEqual(listed, expected, `after ${tag}`);
     }
+    // A second repository with the same tags gets its own name; HEAD announces the length GET sends.
+    await pushImage(base, 'tagcache/twin', 't000');
+    const twin = await req(`${base}/v2/tagcache/twin/tags/list`);
+    assert.deepEqual(twin.json(), { name: 'tagcache/twin', tags: ['t000'] });
+    const head = await req(`${base}/v2/tagcache/twin/tags/list`, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('content-length'), String(twin.body.length));
+    assert.equal(head.body.length, 0);
   });
 });
 
