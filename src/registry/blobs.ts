@@ -87,6 +87,21 @@ function pump(body: Readable, dest: Writable, signal: AbortSignal | undefined, f
   });
 }
 
+/** How long a request waits for another request of this process writing to the same upload. */
+const LOCK_WAIT_MS = 10_000;
+
+/** Whether `p` settles within `ms`. */
+function settledWithin(p: Promise<void>, ms: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const t = setTimeout(() => resolve(false), ms);
+    t.unref();
+    p.then(() => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  });
+}
+
 export class BlobStore {
   private readonly driver: StorageDriver;
   /**
@@ -94,7 +109,8 @@ export class BlobStore {
    * purged. An upload whose hash was evicted is re-hashed from storage when it completes.
    */
   private readonly live = new ByteLru<LiveHash>(LIVE_HASHES, () => 1);
-  private readonly busy = new Set<string>();
+  /** Uploads a request of this process is writing to, settling when it is done (its bytes are in place). */
+  private readonly busy = new Map<string, Promise<void>>();
   private readonly smallBlobs = new ByteLru<Buffer>(SMALL_BLOB_CACHE_BYTES, (b) => b.length);
   /** The blob-descriptor cache, if configured. Its repository memberships mean "linked as a layer/config". */
   private readonly cache: CacheGuard | undefined;
@@ -237,6 +253,15 @@ export class BlobStore {
   /** The upload's status, or `BLOB_UPLOAD_UNKNOWN`. */
   async uploadStatus(name: RepoName, id: string): Promise<UploadStatus> {
     if (!UUID.test(id)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 100) });
+    // A request of this process still writing to the upload: its size is known once it is done.
+    const held = this.busy.get(id);
+    if (held) await settledWithin(held, LOCK_WAIT_MS);
+    return this.readStatus(name, id);
+  }
+
+  /** The upload's state in storage, without waiting for a writer (the caller holds the lock, or needs none). */
+  private async readStatus(name: RepoName, id: string): Promise<UploadStatus> {
+    if (!UUID.test(id)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 100) });
     try {
       const [st, started] = await Promise.all([
         this.driver.stat(P.uploadData(name, id)),
@@ -249,17 +274,33 @@ export class BlobStore {
     }
   }
 
-  private lock(id: string): () => void {
-    if (this.busy.has(id)) throw new OciError('BLOB_UPLOAD_INVALID', { uuid: id, reason: 'another request is writing to this upload' });
-    this.busy.add(id);
-    return () => this.busy.delete(id);
+  /**
+   * Takes the upload for writing. A request that finds it taken waits (up to LOCK_WAIT_MS) for the one before:
+   * typically a request whose client vanished and whose bytes are still being written, which the client's
+   * resumed request must see.
+   */
+  private async lock(id: string): Promise<() => void> {
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (let held = this.busy.get(id); held; held = this.busy.get(id)) {
+      const left = deadline - Date.now();
+      if (left <= 0 || !(await settledWithin(held, left))) {
+        throw new OciError('BLOB_UPLOAD_INVALID', { uuid: id, reason: 'another request is writing to this upload' });
+      }
+    }
+    let release!: () => void;
+    this.busy.set(id, new Promise<void>((r) => (release = r)));
+    return () => {
+      this.busy.delete(id);
+      release();
+    };
   }
 
   /** Appends a chunk (in order only); returns the new status. The data is fsynced before returning. */
   async append(name: RepoName, id: string, body: Readable, opts: AppendOptions = {}): Promise<UploadStatus> {
-    const status = await this.uploadStatus(name, id);
-    const unlock = this.lock(id);
+    if (!UUID.test(id)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 100) });
+    const unlock = await this.lock(id);
     try {
+      const status = await this.readStatus(name, id);
       return { ...status, size: await this.appendLocked(name, status, body, opts) };
     } finally {
       unlock();
@@ -325,9 +366,10 @@ export class BlobStore {
    * the live hash is not here), moves the data into place and links it into the repository.
    */
   async complete(name: RepoName, id: string, expected: ParsedDigest, finalChunk?: Readable, opts: AppendOptions = {}): Promise<number> {
-    let status = await this.uploadStatus(name, id);
-    const unlock = this.lock(id);
+    if (!UUID.test(id)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 100) });
+    const unlock = await this.lock(id);
     try {
+      let status = await this.readStatus(name, id);
       if (finalChunk) status = { ...status, size: await this.appendLocked(name, status, finalChunk, opts) };
       const size = status.size;
       const live = this.live.get(id);
@@ -360,9 +402,16 @@ export class BlobStore {
 
   /** Cancels an upload and removes its data. */
   async cancel(name: RepoName, id: string): Promise<void> {
-    await this.uploadStatus(name, id);
-    this.live.delete(id);
-    await remove(this.driver, P.uploadDir(name, id));
+    if (!UUID.test(id)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 100) });
+    // Taken like a write: a request waiting to write finds the upload gone instead of recreating its file.
+    const unlock = await this.lock(id);
+    try {
+      await this.readStatus(name, id);
+      this.live.delete(id);
+      await remove(this.driver, P.uploadDir(name, id));
+    } finally {
+      unlock();
+    }
     await this.pruneEmpty(name);
   }
 

@@ -333,12 +333,11 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         },
       });
       let closed = false;
-      /** Closes the handle after the queued writes; `keep` first queues what was gathered (bytes that arrived). */
-      const close = async (keep = false): Promise<void> => {
+      /** Closes the handle after the queued writes (what was gathering and not queued is dropped). */
+      const close = async (): Promise<void> => {
         if (closed) return;
         closed = true;
         openWriters--;
-        if (keep && batchBytes > 0 && !stream.destroyed) void flush();
         if (!stream.destroyed && !stream.writableFinished) stream.destroy();
         await tail.catch(() => undefined);
         if (flushing) await flushing.catch(() => undefined);
@@ -366,8 +365,10 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
           await fsp.rm(file, { force: true });
         },
         async close() {
-          // The client went away: what it sent is kept, a prefix it may resume from.
-          await close(true);
+          // The client went away: the bytes already queued for the file are kept (a prefix it may resume from,
+          // which the upload status reports once they are written); what was still gathering is dropped, so
+          // nothing lands in the file after the client has seen its connection end.
+          await close();
         },
         async discard() {
           if (flushing) await flushing.catch(() => undefined);

@@ -100,7 +100,7 @@ describe('reliability: slow and abusive clients', { timeout: 180_000 }, () => {
     figures.idleClosedMs = ms;
   });
 
-  it('an upload body that stalls is cut off; the upload resumes from what arrived', async () => {
+  it('an upload body that stalls is cut off; the upload resumes from what reached storage', async () => {
     const name = 'slow/stalled';
     const data = randomBytes(1024 * 1024);
     const digest = sha256(data);
@@ -113,14 +113,18 @@ describe('reliability: slow and abusive clients', { timeout: 180_000 }, () => {
     c.socket.write(data.subarray(0, sent));
     const ms = await c.closed;
     assert.ok(ms >= 1_900 && ms < 20_000, `stalled upload cut off after ${ms} ms`);
-    // The bytes that arrived are kept: the client resumes from the offset the registry reports.
+    // Bytes that reached storage are kept (those still gathering for a batched write are not): the client
+    // resumes from the offset the registry reports, a prefix of what it sent.
     const status = await req(location.toString());
     assert.equal(status.status, 204);
-    assert.equal(status.headers.get('range'), `0-${sent - 1}`);
+    const range = /^0-(\d+)$/.exec(status.headers.get('range') ?? '');
+    assert.ok(range, `upload status Range ${status.headers.get('range')}`);
+    const have = Number(range[1]) === 0 ? 0 : Number(range[1]) + 1;
+    assert.ok(have <= sent, `the registry reports ${have} bytes, ${sent} were sent`);
     const rest = await req(location.toString(), {
       method: 'PATCH',
-      body: data.subarray(sent),
-      headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': `${sent}-${data.length - 1}` },
+      body: data.subarray(have),
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': `${have}-${data.length - 1}` },
     });
     assert.equal(rest.status, 202, rest.body.toString());
     const done = new URL(rest.headers.get('location')!, reg.url);
