@@ -330,6 +330,8 @@ export function blobOps(c: RegistryClient): BlobOps {
       digest = tryParseDigest(d);
     };
 
+    /** The last reading of an ambiguous `Range: 0-0` upload status (see below). */
+    let zeroGuess: 0 | 1 | undefined;
     try {
       for (;;) {
         try {
@@ -378,6 +380,9 @@ export function blobOps(c: RegistryClient): BlobOps {
           } else {
             if (st.header('location')) location = new URL(st.header('location')!, st.url);
             offset = uploadOffset(st) ?? 0;
+            // `0-0` is both "nothing yet" and "one byte" (distribution writes it for both): nothing first, and
+            // one byte if the registry refused that guess with a 416 last time round.
+            if (/^(?:bytes=)?0-0$/.test(st.header('range') ?? '')) offset = zeroGuess = zeroGuess === 0 && e instanceof RegistryError && e.status === 416 ? 1 : 0;
           }
           if (size === undefined && !digest && offset < acked.offset) throw e;
           if (!bytes) {

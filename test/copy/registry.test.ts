@@ -81,7 +81,8 @@ describe('copy with registry endpoints', { timeout: 180_000 }, () => {
 
   test('a source that breaks in the middle of a layer is reopened where the registry stopped, in the same run', async () => {
     const big = blobDigests(fx.single).layers.find((d) => d !== fx.single.config.digest)!;
-    const flaky = flakySource(new OciLayout(fx.dir), big, 700 * 1024, 2);
+    // Past the first 1 MiB the registry writes in batches of, so part of the layer is in storage when it breaks.
+    const flaky = flakySource(new OciLayout(fx.dir), big, 1300 * 1024, 2);
     const dst = new RegistryEndpoint(clientFor(berth.host), 'resume/app');
     const r = await copyImage(flaky, 'single', dst, 'single', { concurrency: 1 });
     assert.equal(r.digest, fx.single.digest);
@@ -91,6 +92,16 @@ describe('copy with registry endpoints', { timeout: 180_000 }, () => {
     assert.ok(reopened.slice(1).some((o) => o.offset > 0), JSON.stringify(reopened));
     const blob = await clientFor(berth.host).getBlob('resume/app', big);
     for await (const _ of blob.stream) void _;
+  });
+
+  test('a source that breaks before anything reached storage resumes from 0 (upload status "Range: 0-0")', async () => {
+    const big = blobDigests(fx.single).layers.find((d) => d !== fx.single.config.digest)!;
+    const flaky = flakySource(new OciLayout(fx.dir), big, 300 * 1024, 1);
+    const dst = new RegistryEndpoint(clientFor(berth.host), 'resume/zero');
+    const r = await copyImage(flaky, 'single', dst, 'single', { concurrency: 1 });
+    assert.equal(r.digest, fx.single.digest);
+    const reopened = flaky.opens.filter((o) => o.digest === big);
+    assert.deepEqual(reopened.map((o) => o.offset), [0, 0]);
   });
 
   test('a source that keeps failing: the copy fails, leaves no tag, and a re-run completes it', async () => {
