@@ -90,6 +90,11 @@ function pump(body: Readable, dest: Writable, signal: AbortSignal | undefined, f
 /** How long a request waits for another request of this process writing to the same upload. */
 const LOCK_WAIT_MS = 10_000;
 
+/** Upload ids are UUIDs: anything else names no upload (and never reaches a storage path). */
+function checkUploadId(id: string): void {
+  if (!UUID.test(id)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 100) });
+}
+
 /** Whether `p` settles within `ms`. */
 function settledWithin(p: Promise<void>, ms: number): Promise<boolean> {
   return new Promise<boolean>((resolve) => {
@@ -252,7 +257,7 @@ export class BlobStore {
 
   /** The upload's status, or `BLOB_UPLOAD_UNKNOWN`. */
   async uploadStatus(name: RepoName, id: string): Promise<UploadStatus> {
-    if (!UUID.test(id)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 100) });
+    checkUploadId(id);
     // A request of this process still writing to the upload: its size is known once it is done.
     const held = this.busy.get(id);
     if (held) await settledWithin(held, LOCK_WAIT_MS);
@@ -261,7 +266,6 @@ export class BlobStore {
 
   /** The upload's state in storage, without waiting for a writer (the caller holds the lock, or needs none). */
   private async readStatus(name: RepoName, id: string): Promise<UploadStatus> {
-    if (!UUID.test(id)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 100) });
     try {
       const [st, started] = await Promise.all([
         this.driver.stat(P.uploadData(name, id)),
@@ -280,6 +284,7 @@ export class BlobStore {
    * resumed request must see.
    */
   private async lock(id: string): Promise<() => void> {
+    checkUploadId(id);
     const deadline = Date.now() + LOCK_WAIT_MS;
     for (let held = this.busy.get(id); held; held = this.busy.get(id)) {
       const left = deadline - Date.now();
@@ -297,7 +302,6 @@ export class BlobStore {
 
   /** Appends a chunk (in order only); returns the new status. The data is fsynced before returning. */
   async append(name: RepoName, id: string, body: Readable, opts: AppendOptions = {}): Promise<UploadStatus> {
-    if (!UUID.test(id)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 100) });
     const unlock = await this.lock(id);
     try {
       const status = await this.readStatus(name, id);
@@ -366,7 +370,6 @@ export class BlobStore {
    * the live hash is not here), moves the data into place and links it into the repository.
    */
   async complete(name: RepoName, id: string, expected: ParsedDigest, finalChunk?: Readable, opts: AppendOptions = {}): Promise<number> {
-    if (!UUID.test(id)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 100) });
     const unlock = await this.lock(id);
     try {
       let status = await this.readStatus(name, id);
@@ -402,7 +405,6 @@ export class BlobStore {
 
   /** Cancels an upload and removes its data. */
   async cancel(name: RepoName, id: string): Promise<void> {
-    if (!UUID.test(id)) throw new OciError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 100) });
     // Taken like a write: a request waiting to write finds the upload gone instead of recreating its file.
     const unlock = await this.lock(id);
     try {

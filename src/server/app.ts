@@ -95,9 +95,9 @@ export function responseClass(configHeaders: Record<string, string[]>): typeof S
         // Every caller passes a fresh literal, so it is completed in place (a copy made per response was kept
         // alive past young-generation GCs). A handler's own value for one of these names wins.
         for (const k of names) if (headers[k] === undefined) headers[k] = fixed[k];
-        return message === undefined ? super.writeHead(status, headers) : super.writeHead(status, message, headers);
+      } else {
+        for (const k of names) if (!this.hasHeader(k)) this.setHeader(k, fixed[k]!);
       }
-      for (const k of names) if (!this.hasHeader(k)) this.setHeader(k, fixed[k]!);
       return message === undefined ? super.writeHead(status, headers) : super.writeHead(status, message, headers);
     }
   }

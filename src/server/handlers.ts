@@ -261,10 +261,10 @@ function linkHeader(path: string, params: Record<string, string>): string {
   return `<${path}?${new URLSearchParams(params).toString()}>; rel="next"`;
 }
 
-/** end-8a/8b GET /v2/<name>/tags/list[?n=&last=]. */
 /** Serialised whole tag lists, by the registry's cached (immutable, replaced on change) sorted listing. */
 const wholeTagLists = new WeakMap<readonly string[], { name: string; body: Buffer }>();
 
+/** end-8a/8b GET /v2/<name>/tags/list[?n=&last=]. */
 export async function listTags(c: Ctx): Promise<void> {
   let n = parseN(c.query.get('n'));
   const last = c.query.get('last') ?? undefined;

@@ -75,9 +75,9 @@ async function writeAll(h: FileHandle, bufs: Buffer[]): Promise<number> {
   for (const b of bufs) total += b.length;
   let { bytesWritten: done } = await h.writev(bufs);
   if (done === total) return total;
-  const rest = Buffer.concat(bufs, total).subarray(done);
+  const all = Buffer.concat(bufs, total);
   while (done < total) {
-    const n = (await h.write(rest, done - (total - rest.length))).bytesWritten;
+    const n = (await h.write(all, done)).bytesWritten;
     if (n === 0) throw Object.assign(new Error('the file system accepted no bytes'), { code: 'EIO' });
     done += n;
   }
@@ -360,7 +360,6 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
           await close();
         },
         async cancel() {
-          if (flushing) await flushing.catch(() => undefined);
           await close();
           await fsp.rm(file, { force: true });
         },
@@ -371,7 +370,6 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
           await close();
         },
         async discard() {
-          if (flushing) await flushing.catch(() => undefined);
           await close().catch(() => undefined);
           if (o?.append) await fsp.truncate(file, initial);
           else await fsp.rm(file, { force: true });

@@ -79,14 +79,18 @@ describe('copy with registry endpoints', { timeout: 180_000 }, () => {
     assert.ok(again.blobsSkipped >= 2);
   });
 
-  test('a source that breaks in the middle of a layer is reopened where the registry stopped, in the same run', async () => {
+  /** Copies the single image to Berth's `repo` through a source whose big layer breaks `failures` times at `at`. */
+  const copyThroughFlaky = async (repo: string, at: number, failures: number): Promise<{ big: string; reopened: Array<{ offset: number }> }> => {
     const big = blobDigests(fx.single).layers.find((d) => d !== fx.single.config.digest)!;
-    // Past the first 1 MiB the registry writes in batches of, so part of the layer is in storage when it breaks.
-    const flaky = flakySource(new OciLayout(fx.dir), big, 1300 * 1024, 2);
-    const dst = new RegistryEndpoint(clientFor(berth.host), 'resume/app');
-    const r = await copyImage(flaky, 'single', dst, 'single', { concurrency: 1 });
+    const flaky = flakySource(new OciLayout(fx.dir), big, at, failures);
+    const r = await copyImage(flaky, 'single', new RegistryEndpoint(clientFor(berth.host), repo), 'single', { concurrency: 1 });
     assert.equal(r.digest, fx.single.digest);
-    const reopened = flaky.opens.filter((o) => o.digest === big);
+    return { big, reopened: flaky.opens.filter((o) => o.digest === big) };
+  };
+
+  test('a source that breaks in the middle of a layer is reopened where the registry stopped, in the same run', async () => {
+    // Past the first 1 MiB the registry writes in batches of, so part of the layer is in storage when it breaks.
+    const { big, reopened } = await copyThroughFlaky('resume/app', 1300 * 1024, 2);
     assert.ok(reopened.length >= 2, JSON.stringify(reopened));
     // The upload continued from what the registry acknowledged, not from the start.
     assert.ok(reopened.slice(1).some((o) => o.offset > 0), JSON.stringify(reopened));
@@ -95,12 +99,7 @@ describe('copy with registry endpoints', { timeout: 180_000 }, () => {
   });
 
   test('a source that breaks before anything reached storage resumes from 0 (upload status "Range: 0-0")', async () => {
-    const big = blobDigests(fx.single).layers.find((d) => d !== fx.single.config.digest)!;
-    const flaky = flakySource(new OciLayout(fx.dir), big, 300 * 1024, 1);
-    const dst = new RegistryEndpoint(clientFor(berth.host), 'resume/zero');
-    const r = await copyImage(flaky, 'single', dst, 'single', { concurrency: 1 });
-    assert.equal(r.digest, fx.single.digest);
-    const reopened = flaky.opens.filter((o) => o.digest === big);
+    const { reopened } = await copyThroughFlaky('resume/zero', 300 * 1024, 1);
     assert.deepEqual(reopened.map((o) => o.offset), [0, 0]);
   });
 
