@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { sendFileRange } from './file-sender.ts';
+import * as pacer from './gc-pacer.ts';
 import type { FileHandle } from 'node:fs/promises';
 import { type FileInfo, type FileWriter, PathNotFoundError, type StorageDriver } from './driver.ts';
 
@@ -30,7 +31,7 @@ const FLUSH_EVERY = 2 * 1024 * 1024;
  * written), so many concurrent uploads each gather less, down to MIN_BATCH (a socket chunk or so).
  */
 const WRITE_BATCH = 1024 * 1024;
-const GATHER_BUDGET = 4 * 1024 * 1024;
+const GATHER_BUDGET = 2 * 1024 * 1024;
 const MIN_BATCH = 64 * 1024;
 
 /** Temporary files for atomic replacement live here, never beside the file they replace. */
@@ -301,17 +302,19 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       /** Queues the gathered batch behind the writes before it; settles when the write before it is done. */
       const flush = (): Promise<void> => {
         const bufs = batch;
+        const n = batchBytes;
         batch = [];
         batchBytes = 0;
         const before = tail;
-        tail = before.then(async () => progress(await writeAll(h, bufs)));
+        tail = before.then(async () => progress(await writeAll(h, bufs))).finally(() => pacer.release(n));
         // Observed by the next write, final(), destroy() or close(); until then not an unhandled rejection.
         tail.catch(() => undefined);
         return before;
       };
       const stream = new Writable({
-        highWaterMark: 256 * 1024,
+        highWaterMark: 64 * 1024,
         write(chunk: Buffer, _enc, cb) {
+          pacer.take(chunk.length);
           batch.push(chunk);
           batchBytes += chunk.length;
           if (batchBytes < Math.max(MIN_BATCH, Math.min(WRITE_BATCH, GATHER_BUDGET / openWriters))) return cb();
@@ -324,6 +327,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         },
         destroy(err, cb) {
           // What was gathered but not queued is dropped; queued writes finish before the handle closes.
+          pacer.release(batchBytes);
           batch = [];
           batchBytes = 0;
           tail.then(
