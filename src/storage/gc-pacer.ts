@@ -22,7 +22,7 @@ type Gc = (options: { type: 'minor' | 'major' }) => void;
 /** Bytes taken in between paced minor GCs, at least. */
 const PACE = 8 * 1024 * 1024;
 /** An mmap()ed block this large, freed, sets glibc's trim threshold to twice its size. */
-const TRIM_PROBE = 16 * 1024 * 1024;
+const TRIM_PROBE = 4 * 1024 * 1024;
 
 function loadGc(): Gc | undefined {
   if (process.env.BERTH_GC_PACING === '0') return undefined;
@@ -41,9 +41,11 @@ function loadGc(): Gc | undefined {
  * glibc returns the top of its heap to the kernel when more than M_TRIM_THRESHOLD (128 KiB) is free there, and
  * a paced scavenge frees megabytes at once: the heap shrank and grew back on every cycle, and faulting its pages
  * in again cost more CPU than the push itself saved. glibc raises the threshold to twice the size of an
- * mmap()ed block when such a block is freed (mallopt(3), "dynamic mmap threshold"); freeing one 16 MiB buffer
- * so sets it to 32 MiB, more than a paced cycle's garbage, without environment variables. (Measured on a 512 MiB
- * push: 101–129 CPU ticks per push paced, 129–165 unpaced; without this, paced, 186–239.)
+ * mmap()ed block when such a block is freed (mallopt(3), "dynamic mmap threshold"); freeing one 4 MiB buffer
+ * so sets it to 8 MiB, without environment variables. Measured on a 512 MiB push: 101–129 CPU ticks per push
+ * paced, 129–165 unpaced, 186–239 paced without this. A larger probe (16 MiB) pushed as fast but kept a burst of
+ * concurrent uploads' freed heap resident, so that the next load added to it (one process, 32 concurrent
+ * pushes then `wrk` on `/v2/`: VmHWM 111–115 MiB, against 104–106 with 4 MiB).
  */
 function raiseTrimThreshold(gc: Gc): void {
   let b: Buffer | undefined = Buffer.allocUnsafeSlow(TRIM_PROBE);
