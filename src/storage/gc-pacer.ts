@@ -54,7 +54,12 @@ function raiseTrimThreshold(gc: Gc): void {
   gc({ type: 'major' });
 }
 
+/** V8's gc, loaded on first need (null: not tried yet; undefined: unavailable). */
 let gc: Gc | undefined | null = null;
+function reachGc(): Gc | undefined {
+  if (gc === null) gc = loadGc();
+  return gc;
+}
 let held = 0;
 let sinceGc = 0;
 let scheduled = false;
@@ -69,9 +74,7 @@ function collect(): void {
 export function take(n: number): void {
   held += n;
   sinceGc += n;
-  if (scheduled || sinceGc < PACE || sinceGc < 2 * held) return;
-  if (gc === null) gc = loadGc();
-  if (!gc) return;
+  if (scheduled || sinceGc < PACE || sinceGc < 2 * held || !reachGc()) return;
   scheduled = true;
   setImmediate(collect);
 }
@@ -83,6 +86,5 @@ export function release(n: number): void {
 
 /** Whether pacing is on (V8's gc could be had), and the bytes held now: for tests and diagnostics. */
 export function pacing(): { enabled: boolean; held: number } {
-  if (gc === null) gc = loadGc();
-  return { enabled: gc !== undefined, held };
+  return { enabled: reachGc() !== undefined, held };
 }
