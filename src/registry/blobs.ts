@@ -29,6 +29,8 @@ export interface AppendOptions {
   /** Bytes the client announced; a different count is `SIZE_INVALID`. */
   length?: number;
   signal?: AbortSignal;
+  /** Nothing but this upload reads the body's chunks (a request body): their memory is freed once written. */
+  bodyGivenUp?: boolean;
 }
 
 interface LiveHash {
@@ -323,7 +325,7 @@ export class BlobStore {
       if (live) this.live.set(id, live);
       else this.live.delete(id);
     }
-    const writer = await this.driver.writer(P.uploadData(name, id), { append: true, signal: opts.signal });
+    const writer = await this.driver.writer(P.uploadData(name, id), { append: true, signal: opts.signal, ...(opts.bodyGivenUp ? { releaseWritten: true } : {}) });
     // The hash sees each chunk as it flows to the writer: a 'data' listener beside the pipe costs
     // nothing extra, where a Transform in the middle would add a buffer and a queue per chunk.
     // Both listeners are attached in this tick, before the body starts flowing.

@@ -151,7 +151,7 @@ export async function startUpload(c: Ctx): Promise<void> {
   } else if (digestQ !== null) {
     const expected = parseDigest(digestQ);
     const u = await registry.blobs.startUpload(c.name);
-    const opts = { signal: c.signal, ...(contentLength(c) !== undefined ? { length: contentLength(c) } : {}) };
+    const opts = { signal: c.signal, bodyGivenUp: true, ...(contentLength(c) !== undefined ? { length: contentLength(c) } : {}) };
     try {
       await registry.blobs.complete(c.name, u.id, expected, c.req, opts);
     } catch (e) {
@@ -193,7 +193,7 @@ export async function patchUpload(c: Ctx): Promise<void> {
     throw new OciError('RANGE_INVALID', { reason: 'Content-Range does not match Content-Length' });
   }
   const length = range ? range.end - range.start + 1 : cl;
-  const opts = { signal: c.signal, ...(range ? { start: range.start } : {}), ...(length !== undefined ? { length } : {}) };
+  const opts = { signal: c.signal, bodyGivenUp: true, ...(range ? { start: range.start } : {}), ...(length !== undefined ? { length } : {}) };
   const { size, startedAt } = await c.env.registry.blobs.append(c.name, c.ref, c.req, opts);
   send(c.res, 202, uploadHeaders(c, c.ref, size, startedAt));
 }
@@ -207,7 +207,7 @@ export async function putUpload(c: Ctx): Promise<void> {
   const withBody = hasBody(c.req);
   const range = withBody ? parseContentRange(c.req.headers['content-range'] as string | undefined) : undefined;
   const cl = contentLength(c);
-  const opts = { signal: c.signal, ...(range ? { start: range.start } : {}), ...(withBody && cl !== undefined ? { length: cl } : {}) };
+  const opts = { signal: c.signal, bodyGivenUp: true, ...(range ? { start: range.start } : {}), ...(withBody && cl !== undefined ? { length: cl } : {}) };
   if (!withBody) c.req.resume();
   await c.env.registry.blobs.complete(c.name, c.ref, expected, withBody ? c.req : undefined, opts);
   blobCreated(c, expected.digest);

@@ -21,6 +21,17 @@ export interface IoOptions {
   signal?: AbortSignal;
 }
 
+export interface WriterOptions {
+  /** Continue the file (resumable uploads) instead of truncating it. */
+  append?: boolean;
+  /**
+   * The caller gives up every chunk it writes: once a chunk is in the file, the writer may free its memory at
+   * once (the caller's Buffer then reads as empty). For a request body whose chunks nothing else reads. A hint:
+   * drivers that gather or copy may ignore it.
+   */
+  releaseWritten?: boolean;
+}
+
 /** A writer for one file. Bytes become durable and visible only at `commit()`. */
 export interface FileWriter {
   /** The stream to pipe bytes into. */
@@ -57,7 +68,7 @@ export interface StorageDriver {
   /** A stream of the file's bytes from `offset` to `end` (inclusive, default end of file). */
   reader(path: string, offset?: number, opts?: IoOptions & { end?: number; highWaterMark?: number }): Promise<Readable>;
   /** Opens a writer; with `append` it continues an existing file, otherwise truncates or creates it. */
-  writer(path: string, opts?: IoOptions & { append?: boolean }): Promise<FileWriter>;
+  writer(path: string, opts?: IoOptions & WriterOptions): Promise<FileWriter>;
   /** Size and kind of a path. Throws {@link PathNotFoundError}. */
   stat(path: string, opts?: IoOptions): Promise<FileInfo>;
   /** Names (not paths) of a directory's direct children, unordered. Throws {@link PathNotFoundError}. */

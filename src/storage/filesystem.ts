@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { sendFileRange } from './file-sender.ts';
-import * as pacer from './gc-pacer.ts';
+import { releaseChunk } from './release.ts';
 import type { FileHandle } from 'node:fs/promises';
 import { type FileInfo, type FileWriter, PathNotFoundError, type StorageDriver } from './driver.ts';
 
@@ -302,11 +302,15 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       /** Queues the gathered batch behind the writes before it; settles when the write before it is done. */
       const flush = (): Promise<void> => {
         const bufs = batch;
-        const n = batchBytes;
         batch = [];
         batchBytes = 0;
         const before = tail;
-        tail = before.then(async () => progress(await writeAll(h, bufs))).finally(() => pacer.release(n));
+        // Written chunks of a body given up (releaseWritten) are freed now rather than at V8's next scavenge.
+        tail = before
+          .then(async () => progress(await writeAll(h, bufs)))
+          .finally(() => {
+            if (o?.releaseWritten) for (const b of bufs) releaseChunk(b);
+          });
         // Observed by the next write, final(), destroy() or close(); until then not an unhandled rejection.
         tail.catch(() => undefined);
         return before;
@@ -314,7 +318,6 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       const stream = new Writable({
         highWaterMark: 64 * 1024,
         write(chunk: Buffer, _enc, cb) {
-          pacer.take(chunk.length);
           batch.push(chunk);
           batchBytes += chunk.length;
           if (batchBytes < Math.max(MIN_BATCH, Math.min(WRITE_BATCH, GATHER_BUDGET / openWriters))) return cb();
@@ -327,7 +330,6 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         },
         destroy(err, cb) {
           // What was gathered but not queued is dropped; queued writes finish before the handle closes.
-          pacer.release(batchBytes);
           batch = [];
           batchBytes = 0;
           tail.then(

@@ -19,7 +19,8 @@ import { createRequire } from 'node:module';
 import type * as S3 from '@aws-sdk/client-s3';
 import type { CompletedPart, ServerSideEncryption, StorageClass, ObjectCannedACL } from '@aws-sdk/client-s3';
 import type * as Presigner from '@aws-sdk/s3-request-presigner';
-import { type FileInfo, type FileWriter, type IoOptions, PathNotFoundError, type StorageDriver } from './driver.ts';
+import { type FileInfo, type FileWriter, type IoOptions, PathNotFoundError, type StorageDriver, type WriterOptions } from './driver.ts';
+import { releaseChunk } from './release.ts';
 
 /** The driver's options: distribution's `storage.s3` keys, plus whether blob reads may redirect. */
 export interface S3DriverOptions {
@@ -239,7 +240,7 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
   }
 
   /** Streams into `target` through a multipart upload of `partSize` parts, one part uploading while the next fills. */
-  function partWriter(path: string, target: string, start: number, createEmpty: boolean, io?: IoOptions): FileWriter {
+  function partWriter(path: string, target: string, start: number, createEmpty: boolean, io?: IoOptions & WriterOptions): FileWriter {
     let chunks: Buffer[] = [];
     let buffered = 0;
     let uploadId: string | undefined;
@@ -256,10 +257,16 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
       parts.push({ ETag: r.ETag!, PartNumber });
       uploadedBytes += body.length;
     };
-    const startPart = async (): Promise<void> => {
+    /** The gathered chunks as one part body; chunks given up (releaseWritten) are freed once copied. */
+    const gathered = (): Buffer => {
       const body = Buffer.concat(chunks, buffered);
+      if (io?.releaseWritten) for (const c of chunks) releaseChunk(c);
       chunks = [];
       buffered = 0;
+      return body;
+    };
+    const startPart = async (): Promise<void> => {
+      const body = gathered();
       await inflight;
       inflight = uploadPart(body);
       inflight.catch(() => {
@@ -280,8 +287,7 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
       (finished ??= (async () => {
         await inflight?.catch(() => undefined);
         if (failed) chunks = [];
-        const rest = Buffer.concat(chunks, buffered);
-        chunks = [];
+        const rest = gathered();
         if (!uploadId) {
           if (rest.length > 0 || createEmpty) {
             await client.send(new sdk.PutObjectCommand({ Bucket: bucket, Key: target, Body: rest, ContentLength: rest.length, ...writeParams }), opts(io));

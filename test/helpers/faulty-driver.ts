@@ -320,11 +320,13 @@ function faultyWriter(w: FileWriter, f: FaultController, streamFault: FaultKind 
           data = data.subarray(0, Math.max(0, Math.floor(room)));
           fault = f.noSpace('writer');
         }
-        if (data.length > 0) {
-          f.reserve(data.length);
-          reserved += data.length;
+        const n = data.length;
+        if (n > 0) {
+          f.reserve(n);
+          reserved += n;
+          // Counted before: an inner writer given the body (releaseWritten) may free the chunk once written.
           await forward(data);
-          passed += data.length;
+          passed += n;
         }
         if (fault === 'hang') await f.hang('writer');
         if (fault instanceof Error) throw fault;
