@@ -58,10 +58,19 @@ function describe(digest: Digest, body: Buffer): StoredManifest {
 /** Reference checks of one manifest PUT in flight at once. */
 const REFERENCE_CHECKS = 32;
 
+/** Tags whose last target is remembered (a guess each; past this the guesses start over). */
+const TAG_GUESSES = 10_000;
+
 export class ManifestStore {
   /** Manifest content by digest (immutable, so never stale); one manifest may use at most a quarter. */
   private readonly cache: ByteLru<StoredManifest>;
   private readonly tagLists: ListingCache = new Map();
+  /**
+   * The digest each tag named last, by `name:tag`: a guess that lets a tag lookup read the tag link and the
+   * revision link it most likely names at once (one round of the driver's coalesced metadata lookups, not two).
+   * Never trusted: the tag link read in the same lookup decides.
+   */
+  private readonly tagGuesses = new Map<string, Digest>();
 
   constructor(
     private readonly driver: StorageDriver,
@@ -80,8 +89,21 @@ export class ManifestStore {
    */
   async resolve(name: RepoName, ref: ManifestRef): Promise<Digest> {
     if (ref.tag !== undefined) {
-      const digest = await readLink(this.driver, P.tagCurrentLink(name, ref.tag));
-      if (!digest || (await readLink(this.driver, P.revisionLink(name, digest))) !== digest) throw await this.unknown(name, { tag: ref.tag });
+      const key = `${name}:${ref.tag}`;
+      const guess = this.tagGuesses.get(key);
+      const [digest, guessed] = await Promise.all([
+        readLink(this.driver, P.tagCurrentLink(name, ref.tag)),
+        guess === undefined ? undefined : readLink(this.driver, P.revisionLink(name, guess)),
+      ]);
+      const revision = digest === undefined ? undefined : digest === guess ? guessed : await readLink(this.driver, P.revisionLink(name, digest));
+      if (!digest || revision !== digest) {
+        this.tagGuesses.delete(key);
+        throw await this.unknown(name, { tag: ref.tag });
+      }
+      if (digest !== guess) {
+        if (this.tagGuesses.size >= TAG_GUESSES) this.tagGuesses.clear();
+        this.tagGuesses.set(key, digest);
+      }
       return digest;
     }
     const digest = ref.digest.digest;
