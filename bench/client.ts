@@ -180,12 +180,16 @@ export class RegistryClient {
   }
 
   /** Follows `Link: <…>; rel="next"` from `path` to the end; returns every item of `key` and the page count. */
-  async paginate(path: string, key: 'repositories' | 'tags'): Promise<{ items: string[]; pages: number }> {
+  /** Follows `Link` from `path`; `fetchSeconds` is the time spent waiting for responses (request to last byte). */
+  async paginate(path: string, key: 'repositories' | 'tags'): Promise<{ items: string[]; pages: number; fetchSeconds: number }> {
     const items: string[] = [];
     let next: string | undefined = path;
     let pages = 0;
+    let fetchSeconds = 0;
     while (next !== undefined) {
+      const t0 = process.hrtime.bigint();
       const r = await this.http.request('GET', next, { expect: [200] });
+      fetchSeconds += Number(process.hrtime.bigint() - t0) / 1e9;
       pages++;
       const doc = JSON.parse(r.body.toString('utf8')) as Record<string, unknown>;
       const list = doc[key];
@@ -196,7 +200,7 @@ export class RegistryClient {
       next = nextLink(r.headers.link);
       if (pages > 1_000_000) throw new Error('pagination does not end');
     }
-    return { items, pages };
+    return { items, pages, fetchSeconds };
   }
 }
 
