@@ -4,6 +4,7 @@
  * `Link` headers with n=`--page-size`. Creating them is timed too, as informational rows.
  */
 import { alternate, measure, timed, type Ctx, type Target } from '../context.ts';
+import { wrk } from '../load.ts';
 import { APP_REPO, CATALOG_PREFIX, OCI_MANIFEST, TAGS_REPO, catalogRepo, tagName } from '../fixtures.ts';
 
 /** Runs `fn(i)` for i < count with `concurrency` in flight; stops at the first error. */
@@ -140,7 +141,27 @@ export async function tagsList(ctx: Ctx): Promise<void> {
       return (seconds * 1000) / WHOLE_LISTINGS;
     });
   });
+
+  // The server's time per whole listing without any of the harness's own costs: `wrk` on one connection, one
+  // listing after another (wrk reads each response whole and parses nothing).
+  const rate = ctx.results.row('tags-whole-wrk', {
+    group: 'tags',
+    scenario: `tags list of ${tags.toLocaleString('en-US')} tags in one response, back to back on one connection (wrk), per listing`,
+    unit: 'ms',
+    better: 'lower',
+  });
+  await alternate(ctx, runs, async (t) => {
+    if (failed.has(t.id)) return;
+    await measure(ctx, rate, t, async () => {
+      const r = await wrk(`${t.running.url}/v2/${TAGS_REPO}/tags/list`, { connections: 1, duration: Math.min(WHOLE_WRK_SECONDS, ctx.opts.duration) });
+      if (r.errors > 0 || r.requests === 0) throw new Error(`wrk: ${r.errors} of ${r.requests} listings failed (${r.errorDetail ?? 'none completed'})`);
+      return 1000 / r.rps;
+    });
+  });
 }
+
+/** Seconds of one-connection `wrk` per run of the whole-list rate (a 10 ms listing gives hundreds). */
+const WHOLE_WRK_SECONDS = 3;
 
 /** Whole-listing requests per measurement (one is ~10 ms: too short to time alone on a noisy machine). */
 const WHOLE_LISTINGS = 10;
