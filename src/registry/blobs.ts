@@ -325,7 +325,7 @@ export class BlobStore {
       if (live) this.live.set(id, live);
       else this.live.delete(id);
     }
-    const writer = await this.driver.writer(P.uploadData(name, id), { append: true, signal: opts.signal, ...(opts.bodyGivenUp ? { releaseWritten: true } : {}) });
+    const writer = await this.driver.writer(P.uploadData(name, id), { append: true, signal: opts.signal, releaseWritten: opts.bodyGivenUp });
     // The hash sees each chunk as it flows to the writer: a 'data' listener beside the pipe costs
     // nothing extra, where a Transform in the middle would add a buffer and a queue per chunk.
     // Both listeners are attached in this tick, before the body starts flowing.

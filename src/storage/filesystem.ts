@@ -71,7 +71,7 @@ interface PendingStat {
  * one `stat` per path and round instead of one per request. Each answer still reflects the file system as it was
  * after its request arrived, as a `stat` of its own would: a delete that finished before a request was sent is
  * seen by it, in this process or any other instance. (A `stat` costs 4–5 µs in a loop here, and measured
- * 10–15 µs between socket reads and writes in a loaded server: most of a manifest GET's cost.)
+ * 6–15 µs between socket reads and writes in a loaded server: most of a manifest GET's cost.)
  */
 function statCoalescer(): (file: string) => Promise<BigIntStats | undefined> {
   let pending = new Map<string, PendingStat>();

@@ -22,40 +22,37 @@ type Transfer = (this: ArrayBuffer, newLength?: number) => ArrayBuffer;
 /** Smaller chunks may share Node's 8 KiB allocation pool; they are left to the GC. */
 const MIN_RELEASE = 16 * 1024;
 
-function loadTransfer(): Transfer | undefined {
-  if (process.env.BERTH_RELEASE_CHUNKS === '0') return undefined;
-  const native = (ArrayBuffer.prototype as { transfer?: unknown }).transfer;
-  if (typeof native === 'function') return native as Transfer;
-  try {
-    setFlagsFromString('--harmony-rab-gsab-transfer');
-    const fn: unknown = runInNewContext('ArrayBuffer.prototype.transfer');
-    if (typeof fn !== 'function') return undefined;
-    // Proven on a throwaway buffer before it is trusted with uploads.
-    const probe = new ArrayBuffer(MIN_RELEASE);
-    (fn as Transfer).call(probe, 0);
-    return probe.byteLength === 0 ? (fn as Transfer) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** An mmap()ed block this large, freed, sets glibc's trim threshold to twice its size (mallopt(3)). */
 const TRIM_PROBE = 4 * 1024 * 1024;
 
+/** `ArrayBuffer.prototype.transfer`: native where V8 ships it, else from a fresh context after its flag. */
+function findTransfer(): Transfer | undefined {
+  const native = (ArrayBuffer.prototype as { transfer?: unknown }).transfer;
+  if (typeof native === 'function') return native as Transfer;
+  setFlagsFromString('--harmony-rab-gsab-transfer');
+  const fn: unknown = runInNewContext('ArrayBuffer.prototype.transfer');
+  return typeof fn === 'function' ? (fn as Transfer) : undefined;
+}
+
 /**
- * Freed chunks go back to glibc's heap, which returns its top to the kernel whenever more than 128 KiB is free
- * there; between the PATCHes of a chunked push the heap then shrank and was faulted back in. glibc raises the
- * threshold to twice the size of an mmap()ed block when one is freed, so one 4 MiB buffer, freed at once,
- * sets it to 8 MiB. Measured, `npm run bench -- --only chunked --runs 5`: 68% of bare Node without, 80% with
- * (MALLOC_TRIM_THRESHOLD_=8388608, the same effect).
+ * The transfer function, proven by freeing one 4 MiB buffer before it is trusted with uploads. That one free
+ * also matters in itself: freed chunks go back to glibc's heap, which returns its top to the kernel whenever
+ * more than 128 KiB is free there, so between the PATCHes of a chunked push the heap shrank and was faulted back
+ * in. glibc raises the threshold to twice the size of an mmap()ed block when one is freed, so this free sets it
+ * to 8 MiB. Measured, `npm run bench -- --only chunked --runs 5`: 68% of bare Node without, 80% with
+ * MALLOC_TRIM_THRESHOLD_=8388608 (the same effect).
  */
-function raiseTrimThreshold(fn: Transfer): void {
-  const probe = Buffer.allocUnsafeSlow(TRIM_PROBE);
-  probe.fill(0, 0, 1);
+function loadTransfer(): Transfer | undefined {
+  if (process.env.BERTH_RELEASE_CHUNKS === '0') return undefined;
   try {
+    const fn = findTransfer();
+    if (!fn) return undefined;
+    const probe = Buffer.allocUnsafeSlow(TRIM_PROBE);
+    probe.fill(0, 0, 1);
     fn.call(probe.buffer as ArrayBuffer, 0);
+    return probe.byteLength === 0 ? fn : undefined;
   } catch {
-    // Left to the GC.
+    return undefined;
   }
 }
 
@@ -63,10 +60,7 @@ function raiseTrimThreshold(fn: Transfer): void {
 let transfer: Transfer | undefined | null = null;
 
 function reach(): Transfer | undefined {
-  if (transfer === null) {
-    transfer = loadTransfer();
-    if (transfer) raiseTrimThreshold(transfer);
-  }
+  if (transfer === null) transfer = loadTransfer();
   return transfer;
 }
 
