@@ -3,7 +3,7 @@
  * `_uploads/<id>/data`, are fsynced before each acknowledgement, and become a blob only by a rename after
  * their size and digest were verified. Live hashes stay in this process; anything else is re-hashed.
  */
-import { randomUUID, type Hash } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { OciError } from '../spec/errors.ts';
@@ -14,6 +14,8 @@ import * as P from './paths.ts';
 import { ByteLru } from './byte-lru.ts';
 import { exists, readLink, remove } from './context.ts';
 import { BLOB_MEDIA_TYPE, type CacheGuard } from './descriptor-cache.ts';
+import { newUploadHash, type UploadHash } from './upload-hash.ts';
+import { releaseChunk } from '../storage/release.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -34,7 +36,7 @@ export interface AppendOptions {
 }
 
 interface LiveHash {
-  hash: Hash;
+  hash: UploadHash;
   offset: number;
 }
 
@@ -115,7 +117,7 @@ export class BlobStore {
    * Running hashes of uploads in progress, bounded: an abandoned session must not hold memory until it is
    * purged. An upload whose hash was evicted is re-hashed from storage when it completes.
    */
-  private readonly live = new ByteLru<LiveHash>(LIVE_HASHES, () => 1);
+  private readonly live = new ByteLru<LiveHash>(LIVE_HASHES, () => 1, LIVE_HASHES, (l) => l.hash.drop());
   /** Uploads a request of this process is writing to, settling when it is done (its bytes are in place). */
   private readonly busy = new Map<string, Promise<void>>();
   private readonly smallBlobs = new ByteLru<Buffer>(SMALL_BLOB_CACHE_BYTES, (b) => b.length);
@@ -321,24 +323,23 @@ export class BlobStore {
     }
     let live = this.live.get(id);
     if (!live || live.offset !== size) {
-      live = size === 0 ? { hash: newHash('sha256'), offset: 0 } : undefined;
+      live = size === 0 ? { hash: newUploadHash(opts.length, this.busy.size), offset: 0 } : undefined;
       if (live) this.live.set(id, live);
       else this.live.delete(id);
     }
-    const writer = await this.driver.writer(P.uploadData(name, id), { append: true, signal: opts.signal, releaseWritten: opts.bodyGivenUp });
-    // The hash sees each chunk as it flows to the writer: a 'data' listener beside the pipe costs
-    // nothing extra, where a Transform in the middle would add a buffer and a queue per chunk.
-    // Both listeners are attached in this tick, before the body starts flowing.
+    // The hash takes each batch of chunks once it is stored, in order (see upload-hash.ts); a body given up is
+    // freed (or moved to the hashing thread) as soon as it is written, not at V8's next scavenge.
     const hash = live?.hash;
-    const tap = (c: Buffer): void => {
-      hash!.update(c);
+    const givenUp = opts.bodyGivenUp === true;
+    const onWritten = (chunks: Buffer[]): void | Promise<void> => {
+      if (hash) return hash.update(chunks, givenUp);
+      if (givenUp) for (const c of chunks) releaseChunk(c);
     };
-    if (hash) body.on('data', tap);
+    const writer = await this.driver.writer(P.uploadData(name, id), { append: true, signal: opts.signal, onWritten });
     const failure = { byClient: false };
     try {
       await pump(body, writer.stream, opts.signal, failure);
     } catch (e) {
-      body.off('data', tap);
       this.live.delete(id);
       if (failure.byClient) {
         // The client went away: the bytes that reached the file are a valid prefix it may resume from (the
@@ -378,10 +379,9 @@ export class BlobStore {
       if (finalChunk) status = { ...status, size: await this.appendLocked(name, status, finalChunk, opts) };
       const size = status.size;
       const live = this.live.get(id);
-      let actual: string;
-      if (live && live.offset === size && expected.algorithm === 'sha256') {
-        actual = live.hash.digest('hex');
-      } else {
+      // A lost running hash (its thread died) is no failure: the data is hashed again from storage.
+      let actual = live && live.offset === size && expected.algorithm === 'sha256' ? await live.hash.digest().catch(() => undefined) : undefined;
+      if (actual === undefined) {
         const h = newHash(expected.algorithm);
         const r = await this.driver.reader(P.uploadData(name, id), 0, { signal: opts.signal });
         for await (const chunk of r) h.update(chunk as Buffer);

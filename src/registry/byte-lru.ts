@@ -10,11 +10,13 @@ export class ByteLru<V> {
    * @param limit total cost kept
    * @param sizeOf the cost of a value (its size in bytes, or 1 to bound the number of entries)
    * @param maxEntry values costing more than this are not kept (default: the whole limit)
+   * @param onDrop called with each value that leaves the map (evicted, deleted or replaced by another value)
    */
   constructor(
     private readonly limit: number,
     private readonly sizeOf: (v: V) => number,
     private readonly maxEntry = limit,
+    private readonly onDrop?: (v: V) => void,
   ) {}
 
   get(key: string): V | undefined {
@@ -35,13 +37,18 @@ export class ByteLru<V> {
   set(key: string, v: V): void {
     const size = this.sizeOf(v);
     if (size > this.maxEntry) return;
-    this.delete(key);
+    if (this.map.get(key) === v) {
+      // The same value again: refreshed, not dropped.
+      this.map.delete(key);
+      this.bytes -= size;
+    } else this.delete(key);
     this.map.set(key, v);
     this.bytes += size;
     for (const [k, old] of this.map) {
       if (this.bytes <= this.limit) break;
       this.map.delete(k);
       this.bytes -= this.sizeOf(old);
+      this.onDrop?.(old);
     }
   }
 
@@ -50,6 +57,7 @@ export class ByteLru<V> {
     if (old === undefined) return;
     this.map.delete(key);
     this.bytes -= this.sizeOf(old);
+    this.onDrop?.(old);
   }
 
   get size(): number {

@@ -110,18 +110,38 @@ export function runDriverSuite(o: DriverSuiteOptions): void {
       assert.equal(h2.digest('hex'), h.digest('hex'));
     });
 
-    test('a writer given its chunks (releaseWritten) stores every byte of them', async () => {
+    test('a writer hands each chunk back once stored, in order, and waits for the callee (onWritten)', async () => {
       await fresh();
       // Fresh 64 KiB chunks, each the whole of its ArrayBuffer, as Node's HTTP parser hands a request body over.
       const chunks = Array.from({ length: 48 }, () => Buffer.from(randomBytes(64 * 1024)));
-      const expected = createHash('sha256');
-      for (const c of chunks) expected.update(c);
-      const want = expected.digest('hex');
-      const w = await d.writer('/w/given', { releaseWritten: true });
+      const want = createHash('sha256');
+      for (const c of chunks) want.update(c);
+      const handed = createHash('sha256');
+      let handedBytes = 0;
+      let held = 0;
+      let pending = false;
+      const w = await d.writer('/w/given', {
+        onWritten: async (batch) => {
+          assert.equal(pending, false, 'no chunks handed back while the callee holds the writer');
+          for (const c of batch) {
+            handed.update(c);
+            handedBytes += c.length;
+            // The callee owns them now: wiping them must not change what was stored.
+            c.fill(0);
+          }
+          pending = true;
+          held++;
+          await new Promise((r) => setTimeout(r, 1));
+          pending = false;
+        },
+      });
       await pipeline(Readable.from(chunks), w.stream);
       await w.commit();
-      const got = createHash('sha256').update(await readAll(await d.reader('/w/given'))).digest('hex');
-      assert.equal(got, want);
+      assert.ok(held > 0);
+      assert.equal(handedBytes, 48 * 64 * 1024, 'every chunk handed back once');
+      const wanted = want.digest('hex');
+      assert.equal(handed.digest('hex'), wanted, 'handed back in the order written');
+      assert.equal(createHash('sha256').update(await readAll(await d.reader('/w/given'))).digest('hex'), wanted, 'every byte stored');
       assert.equal((await d.stat('/w/given')).size, 48 * 64 * 1024);
     });
 

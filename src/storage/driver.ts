@@ -25,11 +25,12 @@ export interface WriterOptions {
   /** Continue the file (resumable uploads) instead of truncating it. */
   append?: boolean;
   /**
-   * The caller gives up every chunk it writes: once a chunk is in the file, the writer may free its memory at
-   * once (the caller's Buffer then reads as empty). For a request body whose chunks nothing else reads. A hint:
-   * drivers that gather or copy may ignore it.
+   * Hands the written chunks back, in the order they were written, once the writer has no more use for them
+   * (they are in the file, or copied into a part buffer); from then on the callee owns them and may free their
+   * memory. A returned promise holds the writer (and so the body piped into it) back until it settles: the
+   * callee's backpressure. Used to hash an upload after its bytes are stored, off the event loop.
    */
-  releaseWritten?: boolean;
+  onWritten?: (chunks: Buffer[]) => void | Promise<void>;
 }
 
 /** A writer for one file. Bytes become durable and visible only at `commit()`. */

@@ -11,7 +11,6 @@ import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { sendFileRange } from './file-sender.ts';
-import { releaseChunk } from './release.ts';
 import type { FileHandle } from 'node:fs/promises';
 import { type FileInfo, type FileWriter, PathNotFoundError, type StorageDriver } from './driver.ts';
 
@@ -371,12 +370,11 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         batch = [];
         batchBytes = 0;
         const before = tail;
-        // Written chunks of a body given up (releaseWritten) are freed now rather than at V8's next scavenge.
-        tail = before
-          .then(async () => progress(await writeAll(h, bufs)))
-          .finally(() => {
-            if (o?.releaseWritten) for (const b of bufs) releaseChunk(b);
-          });
+        // Written chunks go back to the caller (onWritten), which hashes and frees them; its promise is backpressure.
+        tail = before.then(async () => {
+          progress(await writeAll(h, bufs));
+          await o?.onWritten?.(bufs);
+        });
         // Observed by the next write, final(), destroy() or close(); until then not an unhandled rejection.
         tail.catch(() => undefined);
         return before;

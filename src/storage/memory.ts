@@ -53,7 +53,9 @@ export function inmemoryDriver(): StorageDriver {
           e.chunks.push(Buffer.from(chunk));
           e.size += chunk.length;
           e.modTime = new Date();
-          cb();
+          const held = o?.onWritten?.([chunk]);
+          if (held) held.then(() => cb(), cb);
+          else cb();
         },
       });
       return {

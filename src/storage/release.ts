@@ -64,10 +64,19 @@ function reach(): Transfer | undefined {
   return transfer;
 }
 
+/**
+ * Whether `chunk` alone views its memory, as far as can be told: the whole of an ArrayBuffer (not shared between
+ * threads) too large to come from Node's allocation pool. Only such a chunk may be freed or moved to a thread.
+ */
+export function ownsItsMemory(chunk: Buffer): boolean {
+  const ab = chunk.buffer;
+  return ab instanceof ArrayBuffer && chunk.byteOffset === 0 && chunk.byteLength === ab.byteLength && ab.byteLength >= MIN_RELEASE;
+}
+
 /** Releases `chunk`'s memory if it is the whole of its ArrayBuffer; the Buffer then reads as empty. */
 export function releaseChunk(chunk: Buffer): void {
+  if (!ownsItsMemory(chunk)) return;
   const ab = chunk.buffer;
-  if (chunk.byteOffset !== 0 || chunk.byteLength !== ab.byteLength || ab.byteLength < MIN_RELEASE) return;
   const fn = reach();
   if (!fn) return;
   try {

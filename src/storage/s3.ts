@@ -20,7 +20,6 @@ import type * as S3 from '@aws-sdk/client-s3';
 import type { CompletedPart, ServerSideEncryption, StorageClass, ObjectCannedACL } from '@aws-sdk/client-s3';
 import type * as Presigner from '@aws-sdk/s3-request-presigner';
 import { type FileInfo, type FileWriter, type IoOptions, PathNotFoundError, type StorageDriver, type WriterOptions } from './driver.ts';
-import { releaseChunk } from './release.ts';
 
 /** The driver's options: distribution's `storage.s3` keys, plus whether blob reads may redirect. */
 export interface S3DriverOptions {
@@ -257,16 +256,17 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
       parts.push({ ETag: r.ETag!, PartNumber });
       uploadedBytes += body.length;
     };
-    /** The gathered chunks as one part body; chunks given up (releaseWritten) are freed once copied. */
-    const gathered = (): Buffer => {
+    /** The gathered chunks as one part body; once copied they go back to the caller (onWritten). */
+    const gathered = async (): Promise<Buffer> => {
       const body = Buffer.concat(chunks, buffered);
-      if (io?.releaseWritten) for (const c of chunks) releaseChunk(c);
+      const copied = chunks;
       chunks = [];
       buffered = 0;
+      if (copied.length > 0) await io?.onWritten?.(copied);
       return body;
     };
     const startPart = async (): Promise<void> => {
-      const body = gathered();
+      const body = await gathered();
       await inflight;
       inflight = uploadPart(body);
       inflight.catch(() => {
@@ -287,7 +287,7 @@ export function s3Driver(o: S3DriverOptions): StorageDriver {
       (finished ??= (async () => {
         await inflight?.catch(() => undefined);
         if (failed) chunks = [];
-        const rest = gathered();
+        const rest = await gathered();
         if (!uploadId) {
           if (rest.length > 0 || createEmpty) {
             await client.send(new sdk.PutObjectCommand({ Bucket: bucket, Key: target, Body: rest, ContentLength: rest.length, ...writeParams }), opts(io));
