@@ -5,10 +5,12 @@
  */
 import { type StorageDriver } from '../storage/driver.ts';
 import { byteCompare, type ListingCache, listOrEmpty, sortedListing } from './context.ts';
+import { REPOSITORIES } from './paths.ts';
 
 /** Only directories with at least this many entries have their listing cached (most repository directories are small). */
 const LARGE_DIRECTORY = 64;
-import { REPOSITORIES } from './paths.ts';
+/** Listings of the entries ahead asked for at once while walking a directory. */
+const LOOKAHEAD = 16;
 
 /** Compares component lists; a proper prefix sorts first. */
 function compareComponents(a: string[], b: string[]): number {
@@ -33,15 +35,31 @@ export async function catalogPage(driver: StorageDriver, n: number, last?: strin
   /** Visits `parts` (a directory under repositories/); returns false to stop the walk. */
   async function visit(parts: string[], children: string[]): Promise<boolean> {
     const entries = children.filter((c) => !c.startsWith('_') && !c.endsWith('.tmp'));
-    for (const entry of entries) {
-      const path = [...parts, entry];
-      let cmp = 1;
-      if (lastParts) {
-        const prefix = lastParts.slice(0, path.length);
-        cmp = compareComponents(path, prefix);
-        if (cmp < 0) continue; // entirely before `last`
+    /** How each entry compares with `last` cut to its depth (< 0: entirely before it, skipped unlisted). */
+    const cmps = entries.map((entry) => (lastParts ? compareComponents([...parts, entry], lastParts.slice(0, parts.length + 1)) : 1));
+    // Each entry needs its own listing (is it a repository, what nests in it). Awaited one by one they cost a
+    // storage round trip each, so up to LOOKAHEAD listings of the entries ahead are asked for at once; one the
+    // page turns out not to need is dropped (its failure ignored, as the walk never reads it).
+    const ahead = new Map<number, Promise<string[]>>();
+    const listing = (i: number): Promise<string[]> => {
+      let p = ahead.get(i);
+      if (!p) {
+        p = sortedListing(driver, `${REPOSITORIES}/${[...parts, entries[i]!].join('/')}`, cache, LARGE_DIRECTORY);
+        p.catch(() => undefined);
+        ahead.set(i, p);
       }
-      const grand = await sortedListing(driver, `${REPOSITORIES}/${path.join('/')}`, cache, LARGE_DIRECTORY);
+      return p;
+    };
+    let asked = 0;
+    for (let i = 0; i < entries.length; i++) {
+      const cmp = cmps[i]!;
+      if (cmp < 0) continue; // entirely before `last`
+      const path = [...parts, entries[i]!];
+      // At most as many entries ahead as the page still has room for (each may be a repository), and LOOKAHEAD.
+      const want = Math.min(entries.length, i + Math.max(1, Math.min(LOOKAHEAD, n - out.length + 1)));
+      for (asked = Math.max(asked, i); asked < want; asked++) if (cmps[asked]! >= 0) void listing(asked);
+      const grand = await listing(i);
+      ahead.delete(i);
       if (grand.length === 0) continue;
       // cmp === 0: `path` is `last` or one of its ancestors; itself is not emitted, its subtree may be.
       const afterLast = !lastParts || compareComponents(path, lastParts) > 0;
