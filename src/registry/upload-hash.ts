@@ -104,6 +104,8 @@ class HashThread {
 
   /** Refs the thread while bytes or digests are outstanding, unrefs it once nothing is. */
   private busy(): void {
+    // A stopped thread stays ref'd until it has exited (see stop()), whatever answers still come in.
+    if (this.dead) return;
     const want = this.behind > 0 || this.digests.size > 0;
     if (want === this.reffed) return;
     this.reffed = want;
@@ -151,6 +153,11 @@ class HashThread {
   }
 
   stop(): Promise<number> {
+    // Dead from now on (its hashes are lost), not only once its 'exit' event comes; and ref'd until it has
+    // exited, else a process with nothing else to do could end while this is pending.
+    this.die(new Error('the hashing thread was stopped'));
+    this.reffed = true;
+    this.worker.ref();
     return this.worker.terminate();
   }
 
