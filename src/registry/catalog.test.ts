@@ -46,8 +46,7 @@ test('every page of the catalog is the model’s next names, for any tree, page 
       }
       assert.deepEqual(got, want);
       // Any `last`, listed or not.
-      for (const l of [...want.slice(0, 5), ...uploadsOnly, 'a/a', 'r1/zz', '']) {
-        if (l === '') continue;
+      for (const l of [...want.slice(0, 5), ...uploadsOnly, 'a/a', 'r1/zz']) {
         const page = await catalogPage(d, n, l, cache);
         const after = want.filter((r) => catalogOrder(r, l) > 0);
         assert.deepEqual(page.repositories, after.slice(0, n), `after ${l}`);

@@ -35,8 +35,10 @@ export async function catalogPage(driver: StorageDriver, n: number, last?: strin
   /** Visits `parts` (a directory under repositories/); returns false to stop the walk. */
   async function visit(parts: string[], children: string[]): Promise<boolean> {
     const entries = children.filter((c) => !c.startsWith('_') && !c.endsWith('.tmp'));
-    /** How each entry compares with `last` cut to its depth (< 0: entirely before it, skipped unlisted). */
-    const cmps = entries.map((entry) => (lastParts ? compareComponents([...parts, entry], lastParts.slice(0, parts.length + 1)) : 1));
+    /** How entry `i` compares with `last` cut to its depth (< 0: entirely before it, skipped unlisted); memoised. */
+    const lastHere = lastParts?.slice(0, parts.length + 1);
+    const cmps: number[] = [];
+    const cmpAt = (i: number): number => (cmps[i] ??= lastHere ? compareComponents([...parts, entries[i]!], lastHere) : 1);
     // Each entry needs its own listing (is it a repository, what nests in it). Awaited one by one they cost a
     // storage round trip each, so up to LOOKAHEAD listings of the entries ahead are asked for at once; one the
     // page turns out not to need is dropped (its failure ignored, as the walk never reads it).
@@ -52,12 +54,12 @@ export async function catalogPage(driver: StorageDriver, n: number, last?: strin
     };
     let asked = 0;
     for (let i = 0; i < entries.length; i++) {
-      const cmp = cmps[i]!;
+      const cmp = cmpAt(i);
       if (cmp < 0) continue; // entirely before `last`
       const path = [...parts, entries[i]!];
       // At most as many entries ahead as the page still has room for (each may be a repository), and LOOKAHEAD.
       const want = Math.min(entries.length, i + Math.max(1, Math.min(LOOKAHEAD, n - out.length + 1)));
-      for (asked = Math.max(asked, i); asked < want; asked++) if (cmps[asked]! >= 0) void listing(asked);
+      for (asked = Math.max(asked, i); asked < want; asked++) if (cmpAt(asked) >= 0) void listing(asked);
       const grand = await listing(i);
       ahead.delete(i);
       if (grand.length === 0) continue;

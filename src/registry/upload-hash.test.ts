@@ -5,7 +5,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { newUploadHash, stopHashThread, THREAD_MAX_UPLOADS, THREAD_MIN } from './upload-hash.ts';
 
 const sha256 = (bufs: Buffer[]): string => {
@@ -96,11 +101,6 @@ test('a dropped hash ignores later chunks and has no digest', async () => {
 });
 
 test('the thread keeps a process alive only while an answer is outstanding', async () => {
-  const { spawnSync } = await import('node:child_process');
-  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
-  const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
-  const { fileURLToPath } = await import('node:url');
   const dir = mkdtempSync(join(tmpdir(), 'berth-hash-exit-'));
   try {
     const script = join(dir, 'run.mts');

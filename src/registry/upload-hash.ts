@@ -86,7 +86,7 @@ class HashThread {
   private behind = 0;
   private waiters: (() => void)[] = [];
   private readonly digests = new Map<number, { resolve: (hex: string) => void; reject: (e: Error) => void }>();
-  dead: Error | undefined;
+  private dead: Error | undefined;
   private reffed = false;
 
   constructor() {
