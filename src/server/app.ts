@@ -6,8 +6,9 @@ import { type IncomingMessage, type OutgoingHttpHeader, type OutgoingHttpHeaders
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { OciError } from '../spec/errors.ts';
-import { parseRepoName } from '../spec/names.ts';
-import { matchRoute, type RouteId } from '../spec/routes.ts';
+import { memoize } from '../spec/memo.ts';
+import { isRepoName, parseRepoName, type RepoName } from '../spec/names.ts';
+import { matchRoute, type RouteId, type RouteMatch } from '../spec/routes.ts';
 import type { Authorizer } from '../auth/authorizer.ts';
 import { requiredAccess } from '../auth/scopes.ts';
 import * as H from './handlers.ts';
@@ -40,6 +41,22 @@ const HANDLERS: Record<Exclude<RouteId, 'base' | 'catalog'>, Partial<Record<stri
 };
 
 const NO_QUERY = new URLSearchParams();
+
+interface ParsedPath {
+  route: RouteMatch & { methods: readonly string[] };
+  /** Whether the route names a repository. */
+  named: boolean;
+  /** The repository name when it is valid (an invalid one is rejected only after the method check). */
+  name: RepoName | undefined;
+}
+
+/** Route and repository name of a request path, or undefined when no route matches. Shared, never modified. */
+const parsePath = memoize((path: string): ParsedPath | null => {
+  const route = matchRoute(path);
+  if (!route) return null;
+  const named = route.id !== 'base' && route.id !== 'catalog';
+  return { route, named, name: named && isRepoName(route.name!) ? route.name : undefined };
+});
 
 /**
  * One request's context. A class, not an object literal: a literal with its own `get signal()` closure per
@@ -142,14 +159,15 @@ export function createApp(opts: AppOptions): (req: IncomingMessage, res: ServerR
         opts.tokenEndpoint.handle(req, res, query).catch(fail);
         return;
       }
-      const route = matchRoute(path);
-      if (!route) throw new OciError('NOT_FOUND', { path: path.slice(0, 200) });
+      const parsed = parsePath(path);
+      if (!parsed) throw new OciError('NOT_FOUND', { path: path.slice(0, 200) });
+      const route = parsed.route;
       const method = req.method ?? 'GET';
       if (!route.methods.includes(method)) {
         throw new OciError('UNSUPPORTED', { reason: `method ${method} not allowed here` }, { Allow: route.methods.join(', ') });
       }
       // The name is validated before it appears in a challenge or a scope.
-      const name = route.id === 'base' || route.id === 'catalog' ? undefined : parseRepoName(route.name!);
+      const name = parsed.named ? (parsed.name ?? parseRepoName(route.name!)) : undefined;
       if (opts.auth) {
         const mountFrom = route.id === 'upload-start' && query.has('mount') ? query.get('from') ?? undefined : undefined;
         const required = requiredAccess(route.id, method, name, mountFrom === undefined ? undefined : parseRepoName(mountFrom));

@@ -8,6 +8,7 @@ import { OciError, isOciError } from '../spec/errors.ts';
 import { type Digest, parseDigest, tryParseDigest } from '../spec/digest.ts';
 import { MAX_MANIFEST_SIZE } from '../spec/manifest.ts';
 import { MediaType } from '../spec/media-types.ts';
+import { memoize } from '../spec/memo.ts';
 import { type RepoName, parseRepoName, parseTag } from '../spec/names.ts';
 import type { Registry } from '../registry/registry.ts';
 import { SMALL_BLOB } from '../registry/blobs.ts';
@@ -59,10 +60,8 @@ export function origin(req: IncomingMessage, env: Pick<HandlerEnv, 'host'>): str
   return `${proto}://${host}`;
 }
 
-export function parseReference(ref: string): ManifestRef {
-  if (ref.includes(':')) return { digest: parseDigest(ref) };
-  return { tag: parseTag(ref) };
-}
+/** A tag or digest reference (memoised: the result is shared and never modified). */
+export const parseReference = memoize((ref: string): Readonly<ManifestRef> => (ref.includes(':') ? { digest: parseDigest(ref) } : { tag: parseTag(ref) }));
 
 /** end-2 GET/HEAD /v2/<name>/blobs/<digest>, with single ranges. */
 export async function getBlob(c: Ctx): Promise<void> {

@@ -9,26 +9,40 @@ const PATH = /^(?:\/[A-Za-z0-9._:+-]+)+$|^\/$/;
 const DOT_COMPONENT = /\/\.\.?(?:\/|$)/;
 const MAX_PATH = 1024;
 
+function valid(path: string): boolean {
+  return path.length <= MAX_PATH && PATH.test(path) && !DOT_COMPONENT.test(path);
+}
+
 export function checkPath(path: string): string {
-  if (path.length > MAX_PATH || !PATH.test(path) || DOT_COMPONENT.test(path)) throw new InvalidPathError(path);
+  if (!valid(path)) throw new InvalidPathError(path);
   return path;
 }
 
+/** A rejection for an invalid path, else undefined (`invalid(p) ?? inner.op(p)`). */
+function invalid(path: string): Promise<never> | undefined {
+  return valid(path) ? undefined : Promise.reject(new InvalidPathError(path));
+}
+
+/**
+ * Plain functions handing back the inner driver's promise, not `async` wrappers: those added a promise and its
+ * microtask turns to every storage call, several per manifest GET. Every driver method is `async`, so none
+ * throws synchronously.
+ */
 export function checkedDriver(inner: StorageDriver): StorageDriver {
   const sendTo = inner.sendTo?.bind(inner);
   const removeEmptyDir = inner.removeEmptyDir?.bind(inner);
   return {
-    ...(sendTo ? { sendTo: async (p: string, dest: Writable, o: SendOptions) => sendTo(checkPath(p), dest, o) } : {}),
-    ...(removeEmptyDir ? { removeEmptyDir: async (p: string) => removeEmptyDir(checkPath(p)) } : {}),
+    ...(sendTo ? { sendTo: (p: string, dest: Writable, o: SendOptions) => invalid(p) ?? sendTo(p, dest, o) } : {}),
+    ...(removeEmptyDir ? { removeEmptyDir: (p: string) => invalid(p) ?? removeEmptyDir(p) } : {}),
     name: inner.name,
-    getContent: async (p, o) => inner.getContent(checkPath(p), o),
-    putContent: async (p, d, o) => inner.putContent(checkPath(p), d, o),
-    reader: async (p, off, o) => inner.reader(checkPath(p), off, o),
-    writer: async (p, o) => inner.writer(checkPath(p), o),
-    stat: async (p, o) => inner.stat(checkPath(p), o),
-    list: async (p, o) => inner.list(checkPath(p), o),
-    move: async (s, d, o) => inner.move(checkPath(s), checkPath(d), o),
-    delete: async (p, o) => inner.delete(checkPath(p), o),
-    redirectUrl: async (p, m) => inner.redirectUrl(checkPath(p), m),
+    getContent: (p, o) => invalid(p) ?? inner.getContent(p, o),
+    putContent: (p, d, o) => invalid(p) ?? inner.putContent(p, d, o),
+    reader: (p, off, o) => invalid(p) ?? inner.reader(p, off, o),
+    writer: (p, o) => invalid(p) ?? inner.writer(p, o),
+    stat: (p, o) => invalid(p) ?? inner.stat(p, o),
+    list: (p, o) => invalid(p) ?? inner.list(p, o),
+    move: (s, d, o) => invalid(s) ?? invalid(d) ?? inner.move(s, d, o),
+    delete: (p, o) => invalid(p) ?? inner.delete(p, o),
+    redirectUrl: (p, m) => invalid(p) ?? inner.redirectUrl(p, m),
   };
 }

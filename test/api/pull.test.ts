@@ -267,4 +267,26 @@ describe('base and pull', () => {
     assert.equal(r.status, 405);
     assert.equal(errorCode(r.body), 'UNSUPPORTED');
   });
+
+  test('a path or reference asked again is judged as the first time (the parse memo keeps no error and no order change)', async () => {
+    // Each asked three times: the first parse fills the memo, the others are answered from it.
+    for (let i = 0; i < 3; i++) {
+      // A route with an invalid name: a wrong method is 405 before the name is judged, a right one 400.
+      const wrong = await req(`${base}/v2/Bad_Name/manifests/latest`, { method: 'POST' });
+      assert.equal(wrong.status, 405);
+      assert.equal(errorCode(wrong.body), 'UNSUPPORTED');
+      const right = await req(`${base}/v2/Bad_Name/manifests/latest`);
+      assert.equal(right.status, 400);
+      assert.equal(errorCode(right.body), 'NAME_INVALID');
+      // Invalid references are never kept as valid ones.
+      const badTag = await req(`${base}/v2/lib/app/manifests/-bad`);
+      assert.equal(badTag.status, 400);
+      assert.equal(errorCode(badTag.body), 'TAG_INVALID');
+      const badDigest = await req(`${base}/v2/lib/app/manifests/sha256:abc`);
+      assert.equal(badDigest.status, 400);
+      assert.equal(errorCode(badDigest.body), 'DIGEST_INVALID');
+      // A valid path of a repository that does not exist, and a valid but unknown tag of one that does.
+      assert.equal(errorCode((await req(`${base}/v2/no/such/manifests/latest`)).body), 'NAME_UNKNOWN');
+    }
+  });
 });
