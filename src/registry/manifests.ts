@@ -58,19 +58,33 @@ function describe(digest: Digest, body: Buffer): StoredManifest {
 /** Reference checks of one manifest PUT in flight at once. */
 const REFERENCE_CHECKS = 32;
 
-/** Tags whose last target is remembered (a guess each; past this the guesses start over). */
-const TAG_GUESSES = 10_000;
+/**
+ * What a lookup of one reference in one repository reads, kept per repository and reference: the same path
+ * strings each time, so every map a lookup passes through (path checks, the driver's caches) finds a string whose
+ * hash V8 has already computed, instead of building and hashing new ones per request.
+ */
+interface Lookup {
+  /** The tag's current link, or the digest's revision link. */
+  link: string;
+  /**
+   * Tags: the digest the tag named last, and its revision link. A guess that lets a lookup read the tag link and
+   * the revision link it most likely names at once (one round of the driver's coalesced metadata lookups, not
+   * two). Never trusted: the tag link read in the same lookup decides.
+   */
+  guess?: Digest;
+  guessLink?: string;
+}
+
+/** Lookups kept (each a reference of a repository); past this they start over. */
+const LOOKUPS = 10_000;
 
 export class ManifestStore {
   /** Manifest content by digest (immutable, so never stale); one manifest may use at most a quarter. */
   private readonly cache: ByteLru<StoredManifest>;
   private readonly tagLists: ListingCache = new Map();
-  /**
-   * The digest each tag named last, by `name:tag`: a guess that lets a tag lookup read the tag link and the
-   * revision link it most likely names at once (one round of the driver's coalesced metadata lookups, not two).
-   * Never trusted: the tag link read in the same lookup decides.
-   */
-  private readonly tagGuesses = new Map<string, Digest>();
+  /** By repository, then tag or digest (a tag has no `:`, a digest always one). */
+  private readonly lookups = new Map<RepoName, Map<string, Lookup>>();
+  private lookupCount = 0;
 
   constructor(
     private readonly driver: StorageDriver,
@@ -88,27 +102,41 @@ export class ManifestStore {
    * it, so a crash or a racing tag write between the two must not leave a tag that serves a deleted manifest.
    */
   async resolve(name: RepoName, ref: ManifestRef): Promise<Digest> {
+    const l = this.lookup(name, ref);
     if (ref.tag !== undefined) {
-      const key = `${name}:${ref.tag}`;
-      const guess = this.tagGuesses.get(key);
-      const [digest, guessed] = await Promise.all([
-        readLink(this.driver, P.tagCurrentLink(name, ref.tag)),
-        guess === undefined ? undefined : readLink(this.driver, P.revisionLink(name, guess)),
-      ]);
+      const guess = l.guess;
+      const [digest, guessed] = await Promise.all([readLink(this.driver, l.link), guess === undefined ? undefined : readLink(this.driver, l.guessLink!)]);
       const revision = digest === undefined ? undefined : digest === guess ? guessed : await readLink(this.driver, P.revisionLink(name, digest));
       if (!digest || revision !== digest) {
-        this.tagGuesses.delete(key);
+        l.guess = l.guessLink = undefined;
         throw await this.unknown(name, { tag: ref.tag });
       }
       if (digest !== guess) {
-        if (this.tagGuesses.size >= TAG_GUESSES) this.tagGuesses.clear();
-        this.tagGuesses.set(key, digest);
+        l.guess = digest;
+        l.guessLink = P.revisionLink(name, digest);
       }
       return digest;
     }
     const digest = ref.digest.digest;
-    if ((await readLink(this.driver, P.revisionLink(name, digest))) !== digest) throw await this.unknown(name, digest);
+    if ((await readLink(this.driver, l.link)) !== digest) throw await this.unknown(name, digest);
     return digest;
+  }
+
+  private lookup(name: RepoName, ref: ManifestRef): Lookup {
+    const key = ref.tag ?? ref.digest.digest;
+    let byRef = this.lookups.get(name);
+    let l = byRef?.get(key);
+    if (l) return l;
+    if (this.lookupCount >= LOOKUPS) {
+      this.lookups.clear();
+      this.lookupCount = 0;
+      byRef = undefined;
+    }
+    if (!byRef) this.lookups.set(name, (byRef = new Map()));
+    l = { link: ref.tag !== undefined ? P.tagCurrentLink(name, ref.tag) : P.revisionLink(name, ref.digest.digest) };
+    byRef.set(key, l);
+    this.lookupCount++;
+    return l;
   }
 
   private async unknown(name: RepoName, detail: unknown): Promise<OciError> {

@@ -3,15 +3,15 @@
  * components, a conservative character set, bounded length. Nothing outside the root can be named.
  */
 import type { Writable } from 'node:stream';
+import { memoize } from '../spec/memo.ts';
 import { InvalidPathError, type SendOptions, type StorageDriver } from './driver.ts';
 
 const PATH = /^(?:\/[A-Za-z0-9._:+-]+)+$|^\/$/;
 const DOT_COMPONENT = /\/\.\.?(?:\/|$)/;
 const MAX_PATH = 1024;
 
-function valid(path: string): boolean {
-  return path.length <= MAX_PATH && PATH.test(path) && !DOT_COMPONENT.test(path);
-}
+/** Memoised: the registry asks for the same paths (the same strings, see ManifestStore's lookups) again and again. */
+const valid = memoize((path: string): boolean => path.length <= MAX_PATH && PATH.test(path) && !DOT_COMPONENT.test(path));
 
 export function checkPath(path: string): string {
   if (!valid(path)) throw new InvalidPathError(path);
