@@ -100,6 +100,26 @@ describe('reliability: slow and abusive clients', { timeout: 180_000 }, () => {
     figures.idleClosedMs = ms;
   });
 
+  it('a request that pauses longer than the idle timeout but less than the stall timeout is not cut off', async () => {
+    // idle 1 s, stall 2 s: a pause of 1.5 s inside a body is a stall in progress, not an idle connection.
+    const name = 'slow/paused';
+    const data = randomBytes(64 * 1024);
+    const location = new URL(await startUpload(reg.url, name));
+    const c = await open(reg.port);
+    c.socket.write(
+      `PATCH ${location.pathname}${location.search} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${data.length}\r\n\r\n`,
+    );
+    c.socket.write(data.subarray(0, 1024));
+    await sleep(1_500);
+    c.socket.write(data.subarray(1024));
+    const deadline = Date.now() + 10_000;
+    while (!/\r\n\r\n/.test(c.received()) && Date.now() < deadline) await sleep(20);
+    assert.match(c.received(), /^HTTP\/1\.1 202/);
+    // Then, idle, the same connection is closed by the idle timeout.
+    const ms = await c.closed;
+    assert.ok(ms >= 1_500 + 900, `closed after ${ms} ms`);
+  });
+
   it('an upload body that stalls is cut off; the upload resumes from what reached storage', async () => {
     const name = 'slow/stalled';
     const data = randomBytes(1024 * 1024);
