@@ -50,7 +50,7 @@ interface ParsedPath {
   name: RepoName | undefined;
 }
 
-/** Route and repository name of a request path, or undefined when no route matches. Shared, never modified. */
+/** Route and repository name of a request path, or null when no route matches. Shared, never modified. */
 const parsePath = memoize((path: string): ParsedPath | null => {
   const route = matchRoute(path);
   if (!route) return null;

@@ -13,7 +13,6 @@ import { Readable, Writable } from 'node:stream';
 import { sendFileRange } from './file-sender.ts';
 import type { FileHandle } from 'node:fs/promises';
 import { type FileInfo, type FileWriter, PathNotFoundError, type StorageDriver } from './driver.ts';
-import { memoize } from '../spec/memo.ts';
 
 export interface FilesystemOptions {
   rootdirectory: string;
@@ -159,7 +158,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   const base = root.endsWith('/') ? root.slice(0, -1) : root;
   // Paths reach here validated by checkedDriver (absolute, no `.`/`..`), so concatenation is safe.
   // The same path string in, the same full path string out: the caches below then hash each path once.
-  const full = memoize((p: string): string => base + p);
+  const full = (p: string): string => base + p;
   const maxCached = opts.smallFileCacheEntries ?? 50_000;
   // Link files and manifests are read on every pull. A synchronous stat of a local file (coalesced, see
   // statCoalescer) costs microseconds, far less than the thread-pool round trips of open/fstat/read/close; the
