@@ -44,9 +44,7 @@ const NO_QUERY = new URLSearchParams();
 
 interface ParsedPath {
   route: RouteMatch & { methods: readonly string[] };
-  /** Whether the route names a repository. */
-  named: boolean;
-  /** The repository name when it is valid (an invalid one is rejected only after the method check). */
+  /** The repository name when the route has one and it is valid (an invalid one is rejected after the method check). */
   name: RepoName | undefined;
 }
 
@@ -54,8 +52,7 @@ interface ParsedPath {
 const parsePath = memoize((path: string): ParsedPath | null => {
   const route = matchRoute(path);
   if (!route) return null;
-  const named = route.id !== 'base' && route.id !== 'catalog';
-  return { route, named, name: named && isRepoName(route.name!) ? route.name : undefined };
+  return { route, name: route.name !== undefined && isRepoName(route.name) ? route.name : undefined };
 });
 
 /**
@@ -167,7 +164,7 @@ export function createApp(opts: AppOptions): (req: IncomingMessage, res: ServerR
         throw new OciError('UNSUPPORTED', { reason: `method ${method} not allowed here` }, { Allow: route.methods.join(', ') });
       }
       // The name is validated before it appears in a challenge or a scope.
-      const name = parsed.named ? (parsed.name ?? parseRepoName(route.name!)) : undefined;
+      const name = route.name === undefined ? undefined : (parsed.name ?? parseRepoName(route.name));
       if (opts.auth) {
         const mountFrom = route.id === 'upload-start' && query.has('mount') ? query.get('from') ?? undefined : undefined;
         const required = requiredAccess(route.id, method, name, mountFrom === undefined ? undefined : parseRepoName(mountFrom));

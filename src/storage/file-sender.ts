@@ -59,7 +59,6 @@ export function sendFileRange(fd: number, start: number, end: number, dest: Writ
     const finish = (err?: unknown): void => {
       if (finished) return;
       finished = true;
-      dest.off('drain', pump);
       dest.off('close', onClose);
       close(fd, () => undefined);
       const release = (): void => {
@@ -97,7 +96,6 @@ export function sendFileRange(fd: number, start: number, end: number, dest: Writ
         pump();
       });
     }
-    dest.on('drain', pump);
     dest.on('close', onClose);
     pump();
   });

@@ -157,7 +157,6 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   const durable = opts.fsync ?? true;
   const base = root.endsWith('/') ? root.slice(0, -1) : root;
   // Paths reach here validated by checkedDriver (absolute, no `.`/`..`), so concatenation is safe.
-  // The same path string in, the same full path string out: the caches below then hash each path once.
   const full = (p: string): string => base + p;
   const maxCached = opts.smallFileCacheEntries ?? 50_000;
   // Link files and manifests are read on every pull. A synchronous stat of a local file (coalesced, see
