@@ -36,11 +36,30 @@ export class HttpError extends Error {
   }
 }
 
+/** Requests sent and not yet answered in full, printed when the harness is stopped early (where it hung). */
+const inflight = new Set<{ method: string; url: string; started: number }>();
+process.once('exit', (code) => {
+  if (code === 0 || inflight.size === 0) return;
+  const now = Date.now();
+  const lines = [...inflight].map((r) => `  ${r.method} ${r.url} (${((now - r.started) / 1000).toFixed(1)} s)`);
+  process.stderr.write(`bench: ${inflight.size} request(s) in flight at exit:\n${lines.slice(0, 20).join('\n')}\n`);
+});
+
+/**
+ * A request that sees no bytes move for this long fails (rather than waiting for ever): the slowest step
+ * of a healthy run (a 1 GiB PUT's final fsync on a busy disk) stays far below it.
+ */
+export const STALL_TIMEOUT_MS = 60_000;
+
 export class Client {
   readonly base: string;
   readonly agent: Agent;
 
-  constructor(base: string, maxSockets = 256) {
+  constructor(
+    base: string,
+    maxSockets = 256,
+    readonly stallTimeoutMs = STALL_TIMEOUT_MS,
+  ) {
     this.base = base;
     this.agent = new Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets, scheduling: 'lifo' });
   }
@@ -58,14 +77,18 @@ export class Client {
     else if (method === 'PUT' || method === 'POST' || method === 'PATCH') headers['content-length'] = 0;
     return new Promise<HttpResult>((resolve, reject) => {
       const req = httpRequest(url, { method, headers, agent: this.agent });
+      const entry = { method, url, started: Date.now() };
+      inflight.add(entry);
       let settled = false;
       const fail = (e: unknown): void => {
         if (settled) return;
         settled = true;
+        inflight.delete(entry);
         req.destroy();
         reject(e instanceof Error ? e : new Error(String(e)));
       };
       req.once('error', fail);
+      req.setTimeout(this.stallTimeoutMs, () => fail(new Error(`${method} ${url}: nothing moved for ${this.stallTimeoutMs / 1000} s`)));
       req.once('response', (res) => {
         const chunks: Buffer[] = [];
         let bytes = 0;
@@ -77,6 +100,7 @@ export class Client {
         res.once('end', () => {
           if (settled) return;
           settled = true;
+          inflight.delete(entry);
           const status = res.statusCode ?? 0;
           const buf = opts.discard ? Buffer.alloc(0) : Buffer.concat(chunks, bytes);
           const expect = opts.expect;

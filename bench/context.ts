@@ -1,5 +1,5 @@
 /** What every scenario receives, and the helpers that alternate the two servers. */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, RegistryClient } from './client.ts';
@@ -45,10 +45,23 @@ export async function alternate(ctx: Ctx, runs: number, fn: (t: Target, run: num
   }
 }
 
-/** Flushes dirty pages so that one server's writes are not paid for during the other's measurement. */
-export async function settle(): Promise<void> {
-  spawnSync('sync', { stdio: 'ignore' });
-  await sleep(200);
+/** Longest a settle waits for the storage's filesystem to flush before the measurement goes on anyway. */
+const SETTLE_SYNC_TIMEOUT_MS = 120_000;
+
+/**
+ * Flushes the storage directory's filesystem (`sync -f`, not every filesystem of the machine) so that one
+ * server's writes are not paid for during the other's measurement. Quick mode, whose figures mean nothing,
+ * does not: beside other heavy tests a flush can take tens of seconds each time.
+ */
+export async function settle(opts: Pick<BenchOptions, 'quick' | 'storageDir'>): Promise<void> {
+  if (!opts.quick) {
+    await new Promise<void>((ok) => {
+      const p = spawn('sync', ['-f', opts.storageDir], { stdio: 'ignore', timeout: SETTLE_SYNC_TIMEOUT_MS });
+      p.once('error', () => ok());
+      p.once('close', () => ok());
+    });
+  }
+  await sleep(opts.quick ? 20 : 200);
 }
 
 export async function timed<T>(fn: () => Promise<T>): Promise<{ seconds: number; value: T }> {

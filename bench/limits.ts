@@ -105,7 +105,7 @@ export async function measureStaticLimits(opts: BenchOptions, results: Results, 
     const r = results.limit(LIMIT.diskRead, 'disk sequential read (page cache)', 'MB/s', 'read back right after writing (as a pull of a fresh blob sees it)');
     const rd = results.limit(LIMIT.diskReadDirect, 'disk sequential read (O_DIRECT)', 'MB/s', 'dd iflag=direct bs=4M: the device itself');
     for (let i = 0; i < runs; i++) {
-      await settle();
+      await settle(opts);
       try {
         const d = await disk(probeDir, opts.limitSize);
         results.record(w, d.write);
@@ -208,7 +208,7 @@ export class Ceilings {
       ] as const) {
         const blob = new PatternBlob(o.blobSize, `ceiling-${run}-${fsync}`);
         void blob.digest;
-        await settle();
+        await settle(this.opts);
         const t0 = performance.now();
         await client.request('PUT', `/push/x?digest=${blob.digest}${fsync ? '&fsync=1' : ''}`, { body: { blob }, expect: [201] });
         this.results.record(row, blob.size / MB / ((performance.now() - t0) / 1000));
@@ -229,7 +229,7 @@ export class Ceilings {
       const client = this.need(this.client, 'bare server');
       const blobs = Array.from({ length: o.concurrency }, (_, k) => new PatternBlob(o.concurrentSize, `ceiling-conc-${run}-${k}`));
       for (const b of blobs) void b.digest;
-      await settle();
+      await settle(this.opts);
       const t0 = performance.now();
       await Promise.all(blobs.map((b) => client.request('PUT', `/push/x?digest=${b.digest}`, { body: { blob: b }, expect: [201] })));
       this.results.record(row, (o.concurrency * o.concurrentSize) / MB / ((performance.now() - t0) / 1000));

@@ -23,7 +23,7 @@ export async function monolithicPush(ctx: Ctx): Promise<void> {
   await alternate(ctx, runs, async (t, run) => {
     const blob = monoBlob(blobSize, run);
     void blob.digest;
-    await settle();
+    await settle(ctx.opts);
     await measure(ctx, row, t, async () => blob.size / MB / (await timed(() => t.client.pushMonolithic(BIG_REPO, blob))).seconds);
   }, (run) => ctx.ceilings.push(run));
 }
@@ -41,7 +41,7 @@ export async function chunkedPush(ctx: Ctx): Promise<void> {
   await alternate(ctx, runs, async (t, run) => {
     const blob = new PatternBlob(blobSize, `chunked-${run}`);
     void blob.digest;
-    await settle();
+    await settle(ctx.opts);
     await measure(ctx, row, t, async () => blob.size / MB / (await timed(() => t.client.pushChunked('bench/chunked', blob, chunkSize))).seconds);
   }, (run) => ctx.ceilings.push(run + runs));
 }
@@ -76,7 +76,7 @@ export async function pull(ctx: Ctx): Promise<void> {
   ctx.log(`${row.scenario}: ${pullRuns} run(s) per server`);
   await alternate(ctx, pullRuns, async (t) => {
     if (missing.has(t.id)) return;
-    await settle();
+    await settle(ctx.opts);
     await measure(ctx, row, t, async () => {
       const { seconds, value } = await timed(() => t.client.pull(BIG_REPO, blob.digest, blob.size));
       return value / MB / seconds;
@@ -97,7 +97,7 @@ export async function concurrentPush(ctx: Ctx): Promise<void> {
   await alternate(ctx, runs, async (t, run) => {
     const blobs = Array.from({ length: concurrency }, (_, k) => new PatternBlob(concurrentSize, `conc-${run}-${k}`));
     for (const b of blobs) void b.digest;
-    await settle();
+    await settle(ctx.opts);
     await measure(ctx, row, t, async () => {
       const { seconds } = await timed(() => Promise.all(blobs.map((b) => t.client.pushMonolithic('bench/concurrent', b))));
       return (concurrency * concurrentSize) / MB / seconds;
