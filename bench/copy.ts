@@ -83,7 +83,7 @@ const median = (xs: number[]): number => {
 async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'bench-copy-'));
   const launch = prepareBerth('dist', log);
-  const berthCli = [join(PROJECT_ROOT, 'bin/berth.js')];
+  const berthCli = [join(PROJECT_ROOT, 'bin/berth.cjs')];
   const registry = await startBerth(launch, 1, { parent: work });
   try {
     const src = join(work, 'src');

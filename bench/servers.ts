@@ -251,7 +251,7 @@ export function toolVersions(): Record<string, string> {
 
 export interface BerthLaunch {
   runtime: 'dist' | 'tsx';
-  /** The command: bin/berth.js run directly (its shebang's Node flags apply, as for `npx berth`), or node. */
+  /** The command: bin/berth.cjs run directly (its shebang's Node flags apply, as for `npx berth`), or node. */
   cmd: string;
   /** Arguments before `serve <config>`. */
   args: string[];
@@ -271,7 +271,7 @@ function newestMtime(dir: string, filter: (f: string) => boolean): number {
 /** Decides how to run Berth: compiled dist/ (rebuilt with `npm run build` when older than src/), or tsx. */
 export function prepareBerth(runtime: BerthRuntime, log: (s: string) => void): BerthLaunch {
   const tsx: BerthLaunch = { runtime: 'tsx', cmd: process.execPath, args: ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts')], note: 'from source through tsx' };
-  const dist: BerthLaunch = { runtime: 'dist', cmd: join(PROJECT_ROOT, 'bin/berth.js'), args: [], note: 'compiled (bin/berth.js run as `npx berth` runs it, dist/)' };
+  const dist: BerthLaunch = { runtime: 'dist', cmd: join(PROJECT_ROOT, 'bin/berth.cjs'), args: [], note: 'compiled (bin/berth.cjs run as `npx berth` runs it, dist/)' };
   if (runtime === 'tsx') return tsx;
   const main = join(PROJECT_ROOT, 'dist/cli/main.js');
   const srcNewest = newestMtime(join(PROJECT_ROOT, 'src'), (f) => f.endsWith('.ts') && !f.endsWith('.test.ts'));

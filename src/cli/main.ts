@@ -68,7 +68,7 @@ function configOrExit(path: string | undefined): ReturnType<typeof loadConfig> {
 
 /** Set in the processes the first one forks; they receive its listening socket instead of binding their own. */
 const WORKER_ENV = 'BERTH_WORKER';
-/** V8 flags of every serving process (the shebang of bin/berth.js carries the same), unless given otherwise. */
+/** V8 flags of every serving process (the shebang of bin/berth.cjs carries the same), unless given otherwise. */
 const PROCESS_FLAGS = ['--max-semi-space-size=2', '--heap-growing-percent=30'];
 
 /**
@@ -124,7 +124,7 @@ async function serve(args: string[]): Promise<void> {
   let stopping = false;
   const forkOne = (): void => {
     // A small young generation and old-space limits close to the live heap keep each process's resident
-    // memory low under request bursts (bin/berth.js gives the first process the same flags).
+    // memory low under request bursts (bin/berth.cjs gives the first process the same flags).
     const execArgv = [...process.execArgv, ...PROCESS_FLAGS.filter((f) => !process.execArgv.some((a) => a.startsWith(f.split('=')[0]!)))];
     const child = fork(process.argv[1]!, process.argv.slice(2), { env, execArgv });
     children.add(child);
