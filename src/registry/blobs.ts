@@ -253,8 +253,10 @@ export class BlobStore {
   async startUpload(name: RepoName): Promise<UploadStatus> {
     const id = randomUUID();
     const startedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-    await this.driver.putContent(P.uploadStartedAt(name, id), Buffer.from(startedAt));
-    await this.driver.putContent(P.uploadData(name, id), Buffer.alloc(0));
+    // Written side by side: their flushes share journal commits instead of following one another. A crash
+    // between them leaves a directory without one of the two, which is no session (its 202 was never sent)
+    // and which purging removes by the directory's age.
+    await Promise.all([this.driver.putContent(P.uploadStartedAt(name, id), Buffer.from(startedAt)), this.driver.putContent(P.uploadData(name, id), Buffer.alloc(0))]);
     // The running hash starts with the first append (a session that never sends a byte costs nothing here).
     return { id, size: 0, startedAt };
   }
@@ -394,10 +396,18 @@ export class BlobStore {
         throw new OciError('DIGEST_INVALID', { expected: expected.digest, actual: `${expected.algorithm}:${actual}` });
       }
       const target = P.blobData(expected.digest);
-      if (await exists(this.driver, target)) await remove(this.driver, P.uploadData(name, id));
-      else await this.driver.move(P.uploadData(name, id), target);
-      await this.driver.putContent(P.layerLink(name, expected.digest), Buffer.from(expected.digest));
-      await remove(this.driver, P.uploadDir(name, id));
+      // The data moves into place while the repository's link is written: their flushes overlap instead of
+      // following one another. Every lookup through a link also needs the data, so a link that lands first
+      // (seen for an instant, or left by a crash or a failed move) names a blob that is simply not there yet,
+      // as before the push; the 201 comes only once both are durable.
+      await Promise.all([
+        (async () => {
+          if (await exists(this.driver, target)) await remove(this.driver, P.uploadData(name, id));
+          else await this.driver.move(P.uploadData(name, id), target);
+          await remove(this.driver, P.uploadDir(name, id));
+        })(),
+        this.driver.putContent(P.layerLink(name, expected.digest), Buffer.from(expected.digest)),
+      ]);
       await this.remember(name, expected.digest, size);
       return size;
     } finally {
