@@ -183,13 +183,6 @@ export class RegistryClient {
     return requests + 1;
   }
 
-  /** GET a blob, reading and discarding it; returns the bytes received. */
-  async pull(name: string, digest: string, size: number): Promise<number> {
-    const r = await this.http.request('GET', `/v2/${name}/blobs/${digest}`, { discard: true, expect: [200] });
-    if (r.bytes !== size) throw new Error(`pull ${digest}: received ${r.bytes} bytes, expected ${size}`);
-    return r.bytes;
-  }
-
   async mount(name: string, digest: string, from: string): Promise<void> {
     const r = await this.http.request('POST', `/v2/${name}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}`, { expect: [201, 202] });
     if (r.status === 202) throw new Error(`mount ${digest} from ${from} into ${name} was not honoured (202)`);

@@ -14,7 +14,7 @@ import { Client } from './client.ts';
 import { MB, errorText, settle } from './context.ts';
 import { PATTERN, PATTERN_SIZE, PatternBlob } from './data.ts';
 import type { Fixtures } from './fixtures.ts';
-import { hey, wrk, type LoadOptions, type LoadResult } from './load.ts';
+import { curlDownload, hey, wrk, type LoadOptions, type LoadResult } from './load.ts';
 import { formatBytes, type BenchOptions } from './options.ts';
 import type { Results } from './results.ts';
 import { startBare, startNginx, type Running } from './servers.ts';
@@ -185,12 +185,11 @@ export class Ceilings {
   /** GET of `--blob-size` bytes streamed by a trivial Node server: the pull ceiling. */
   async loopback(): Promise<void> {
     const o = this.opts;
-    const row = this.results.limit(LIMIT.loopback, 'loopback HTTP, trivial Node server streaming', 'MB/s', `GET ${formatBytes(o.blobSize)} from a repeated buffer, read and discarded by the harness client`);
+    const row = this.results.limit(LIMIT.loopback, 'loopback HTTP, trivial Node server streaming', 'MB/s', `GET ${formatBytes(o.blobSize)} from a repeated buffer, read and discarded by curl`);
     await this.guard(row.id, async () => {
-      const client = this.need(this.client, 'bare server');
-      const t0 = performance.now();
-      const got = await client.request('GET', `/stream?size=${o.blobSize}`, { discard: true, expect: [200] });
-      this.results.record(row, got.bytes / MB / ((performance.now() - t0) / 1000));
+      const bare = this.need(this.bare, 'bare server');
+      const got = await curlDownload(`${bare.url}/stream?size=${o.blobSize}`, o.blobSize);
+      this.results.record(row, got.bytes / MB / got.seconds);
     });
   }
 

@@ -119,3 +119,18 @@ export async function hey(url: string, method: 'GET' | 'HEAD', o: LoadOptions): 
 export function load(url: string, method: 'GET' | 'HEAD', o: LoadOptions): Promise<LoadResult> {
   return method === 'HEAD' ? hey(url, 'HEAD', o) : wrk(url, o);
 }
+
+/**
+ * One GET read and discarded by `curl`, timed by curl itself (connection to last byte). The harness's Node
+ * client reads a stream at ~350–700 MB/s on a 2-core machine shared with the server, which made it, not the
+ * server, the limit of every pull; curl reads in C without a parser per chunk, as `docker`'s and
+ * `containerd`'s Go clients do.
+ */
+export async function curlDownload(url: string, expectedBytes: number, timeoutMs = 120_000): Promise<{ bytes: number; seconds: number }> {
+  const out = await run('curl', ['--silent', '--show-error', '--output', '/dev/null', '--write-out', '%{http_code} %{size_download} %{time_total}', url], timeoutMs);
+  const [status, bytes, seconds] = out.trim().split(/\s+/).map(Number);
+  if (status !== 200) throw new Error(`curl GET ${url}: status ${status}`);
+  if (bytes !== expectedBytes) throw new Error(`curl GET ${url}: received ${bytes} bytes, expected ${expectedBytes}`);
+  if (!(seconds! > 0)) throw new Error(`curl GET ${url}: no time measured (${out.trim()})`);
+  return { bytes: bytes!, seconds: seconds! };
+}

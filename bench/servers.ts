@@ -207,6 +207,7 @@ const TOOLS: Array<{ cmd: string; paths: string[]; pkg: string }> = [
   { cmd: 'wrk', paths: ['/usr/bin/wrk'], pkg: 'wrk' },
   { cmd: 'hey', paths: ['/usr/bin/hey'], pkg: 'hey' },
   { cmd: 'nginx', paths: ['/usr/sbin/nginx'], pkg: 'nginx-light' },
+  { cmd: 'curl', paths: ['/usr/bin/curl'], pkg: 'curl' },
 ];
 
 function onPath(cmd: string): boolean {
@@ -215,7 +216,7 @@ function onPath(cmd: string): boolean {
 
 export const NGINX = existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx';
 
-/** Installs docker-registry, wrk, hey and nginx-light with apt-get when any is missing. */
+/** Installs docker-registry, wrk, hey, nginx-light and curl with apt-get when any is missing. */
 export function ensureTools(noInstall: boolean, log: (s: string) => void): void {
   const missing = TOOLS.filter((t) => !t.paths.some((p) => existsSync(p)) && !onPath(t.cmd));
   if (missing.length === 0) return;
@@ -243,7 +244,7 @@ export function toolVersions(): Record<string, string> {
     const r = spawnSync(cmd, args, { encoding: 'utf8' });
     return `${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n')[0]!.trim();
   };
-  return { 'docker-registry': distributionVersion(), wrk: first('wrk', ['-v']), nginx: first(NGINX, ['-v']) };
+  return { 'docker-registry': distributionVersion(), wrk: first('wrk', ['-v']), nginx: first(NGINX, ['-v']), curl: first('curl', ['--version']) };
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 # skopeo, podman, buildah, umoci (real clients), docker-registry (distribution 2.8, for compatibility tests),
 # wrk/hey (load), nginx (static-file ceiling in benchmarks), redis-server (the blob-descriptor cache; the tests start
 # their own on a loopback port, and stop the one the package starts at install), openssl (test certificates),
-# strace (the durability test checks the order of fsync, rename and the acknowledgement).
+# strace (the durability test checks the order of fsync, rename and the acknowledgement), curl (the benchmark's
+# pulls).
 set -euo pipefail
 need=()
-for pair in skopeo:skopeo podman:podman buildah:buildah umoci:umoci docker-registry:docker-registry wrk:wrk hey:hey nginx:nginx-light redis-server:redis-server openssl:openssl strace:strace; do
+for pair in skopeo:skopeo podman:podman buildah:buildah umoci:umoci docker-registry:docker-registry wrk:wrk hey:hey nginx:nginx-light redis-server:redis-server openssl:openssl strace:strace curl:curl; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done

@@ -1,5 +1,6 @@
 /** Scenarios 1–4: monolithic push, chunked push, pull, and concurrent pushes of large blobs (MB/s). */
-import { MB, alternate, errorText, measure, settle, timed, type Ctx } from '../context.ts';
+import { MB, alternate, errorText, measure, settle, timed, type Ctx, type Target } from '../context.ts';
+import { curlDownload } from '../load.ts';
 import { PatternBlob } from '../data.ts';
 import { LIMIT } from '../limits.ts';
 import { formatBytes } from '../options.ts';
@@ -52,7 +53,7 @@ export async function pull(ctx: Ctx): Promise<void> {
   const blob = monoBlob(blobSize, 0);
   const row = ctx.results.row('pull', {
     group: 'pull',
-    scenario: `pull ${formatBytes(blobSize)} (GET, read and discarded)`,
+    scenario: `pull ${formatBytes(blobSize)} (GET, read and discarded by curl)`,
     unit: 'MB/s',
     better: 'higher',
     limit: { id: LIMIT.loopback, label: 'loopback HTTP stream' },
@@ -71,15 +72,16 @@ export async function pull(ctx: Ctx): Promise<void> {
   // One untimed pull per server first: both blobs then come from the page cache, as a popular image's do,
   // instead of the first timed run reading whatever the pushes before left on disk. Pulls take about a second,
   // so two runs more than the others keep the median steadier on a machine whose bandwidth drifts.
-  for (const t of ctx.targets) if (!missing.has(t.id)) await t.client.pull(BIG_REPO, blob.digest, blob.size).catch(() => undefined);
+  const url = (t: Target): string => `${t.running.url}/v2/${BIG_REPO}/blobs/${blob.digest}`;
+  for (const t of ctx.targets) if (!missing.has(t.id)) await curlDownload(url(t), blob.size).catch(() => undefined);
   const pullRuns = runs > 1 ? runs + 2 : runs;
   ctx.log(`${row.scenario}: ${pullRuns} run(s) per server`);
   await alternate(ctx, pullRuns, async (t) => {
     if (missing.has(t.id)) return;
     await settle(ctx.opts);
     await measure(ctx, row, t, async () => {
-      const { seconds, value } = await timed(() => t.client.pull(BIG_REPO, blob.digest, blob.size));
-      return value / MB / seconds;
+      const { bytes, seconds } = await curlDownload(url(t), blob.size);
+      return bytes / MB / seconds;
     });
   }, () => ctx.ceilings.loopback());
 }
