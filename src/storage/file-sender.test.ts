@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, read, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -65,5 +65,20 @@ test('sendFileRange: a destination closed early rejects with a premature close',
     const sent = sendFileRange(fd, 0, 16 * MiB - 1, s.dest);
     setTimeout(() => s.dest.destroy(), 20);
     await assert.rejects(sent, (e: NodeJS.ErrnoException) => e.code === 'ERR_STREAM_PREMATURE_CLOSE');
+  });
+});
+
+test('sendFileRange: reads that finish out of order are written in file order', async () => {
+  await withFile(6 * MiB + 7, async (fd, data) => {
+    // Every other read is held back 30 ms, so the read after it finishes first.
+    let n = 0;
+    const slowEveryOther = ((...args: Parameters<typeof read>) => {
+      const delay = n++ % 2 === 0 ? 30 : 0;
+      setTimeout(() => (read as (...a: unknown[]) => void)(...args), delay);
+    }) as typeof read;
+    const s = slowSink(0);
+    await sendFileRange(fd, 3, data.length - 1, s.dest, slowEveryOther);
+    assert.ok(n >= 6, `${n} reads`);
+    assert.equal(sha(Buffer.concat(s.got)), sha(data.subarray(3)));
   });
 });

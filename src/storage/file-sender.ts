@@ -1,7 +1,7 @@
 /**
  * Sends a byte range of a file into a Writable (an HTTP response) with pooled, reused buffers.
  * Node has no sendfile; fs.createReadStream allocates a new buffer for every read. Reading into a few
- * reused 1 MiB buffers, with the next read overlapping the previous socket write, roughly doubles
+ * reused 1 MiB buffers, two reads at a time overlapping the socket write before them, roughly doubles
  * loopback pull throughput and keeps memory flat.
  *
  * The buffers are the backpressure: a buffer is read into again only once the socket has taken all of it
@@ -16,6 +16,12 @@ import type { Writable } from 'node:stream';
 const BUFFER_SIZE = 1024 * 1024;
 const PER_TRANSFER = 3;
 const POOL_MAX = 12;
+/**
+ * Reads in flight at once for one transfer (positional, so they may finish in any order; writes follow file
+ * order). Two instead of one: `curl` pulls of 1 GiB, 10 alternating rounds, 1,214 → 1,361 MB/s; three did no
+ * better (1,364).
+ */
+const MAX_READS = 2;
 const pool: Buffer[] = [];
 let allocated = 0;
 
@@ -35,9 +41,9 @@ function give(b: Buffer): void {
 /**
  * Writes bytes `[start, end]` (inclusive) of the open descriptor `fd` to `dest`, then closes `fd` (always).
  * Resolves when everything was handed to `dest`; rejects on read errors or when `dest` closes early.
- * Does not end `dest`.
+ * Does not end `dest`. `readAt` is `fs.read` (a test may delay some reads to make them finish out of order).
  */
-export function sendFileRange(fd: number, start: number, end: number, dest: Writable): Promise<void> {
+export function sendFileRange(fd: number, start: number, end: number, dest: Writable, readAt: typeof read = read): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const owned: Buffer[] = [];
     const free: Buffer[] = [];
@@ -52,10 +58,14 @@ export function sendFileRange(fd: number, start: number, end: number, dest: Writ
       const b = Buffer.allocUnsafeSlow(BUFFER_SIZE);
       free.push(b);
     }
+    /** Next byte to read; next byte to write (reads may finish out of order, writes go in file order). */
     let pos = start;
-    let reading = false;
+    let next = start;
+    let reading = 0;
     let inflight = 0;
     let finished = false;
+    /** Reads that finished before the one ahead of them, by file position. */
+    const ready = new Map<number, { b: Buffer; n: number }>();
     const finish = (err?: unknown): void => {
       if (finished) return;
       finished = true;
@@ -64,37 +74,49 @@ export function sendFileRange(fd: number, start: number, end: number, dest: Writ
       const release = (): void => {
         for (const b of owned) give(b);
       };
-      // Buffers still referenced by pending writes return to the pool only once those writes are done.
-      if (inflight === 0) release();
+      // Buffers still referenced by pending writes or reads return to the pool only once those are done.
+      if (inflight === 0 && reading === 0) release();
       else dest.once('close', release);
       if (err) reject(err);
       else resolve();
     };
     const onClose = (): void => {
-      if (pos <= end) finish(Object.assign(new Error('destination closed before the transfer completed'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+      if (next <= end) finish(Object.assign(new Error('destination closed before the transfer completed'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
     };
-    function pump(): void {
-      if (finished || reading || free.length === 0) return;
-      if (pos > end) {
-        if (inflight === 0) finish();
-        return;
-      }
-      const b = free.pop()!;
-      reading = true;
-      read(fd, b, 0, Math.min(b.length, end - pos + 1), pos, (err, n) => {
-        reading = false;
-        if (finished) return;
-        if (err) return finish(err);
-        if (n === 0) return finish(new Error('file shorter than expected'));
-        pos += n;
+    /** Writes, in order, every finished read that is next in the file. */
+    function flush(): void {
+      for (let r = ready.get(next); r && !finished; r = ready.get(next)) {
+        ready.delete(next);
+        next += r.n;
         inflight++;
-        dest.write(n === b.length ? b : b.subarray(0, n), () => {
+        const b = r.b;
+        dest.write(r.n === b.length ? b : b.subarray(0, r.n), () => {
           inflight--;
           free.push(b);
           if (!finished) pump();
         });
-        pump();
-      });
+      }
+      if (next > end && inflight === 0 && reading === 0) finish();
+    }
+    /** Starts a read into every free buffer (up to MAX_READS at once), each at its own file position. */
+    function pump(): void {
+      while (!finished && reading < MAX_READS && free.length > 0 && pos <= end) {
+        const b = free.pop()!;
+        const at = pos;
+        const want = Math.min(b.length, end - pos + 1);
+        pos += want;
+        reading++;
+        readAt(fd, b, 0, want, at, (err, n) => {
+          reading--;
+          if (finished) return;
+          if (err) return finish(err);
+          if (n !== want) return finish(new Error('file shorter than expected'));
+          ready.set(at, { b, n });
+          flush();
+          pump();
+        });
+      }
+      if (!finished && pos > end) flush();
     }
     dest.on('close', onClose);
     pump();
