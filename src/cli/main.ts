@@ -86,14 +86,17 @@ async function serve(args: string[]): Promise<void> {
   const { startServer } = await import('../server/serve.ts');
 
   if (process.env[WORKER_ENV]) {
-    const handle = await new Promise<Server>((ok) => {
-      const onMessage = (m: unknown, h: unknown): void => {
-        if (m !== 'berth:listen') return;
-        process.off('message', onMessage);
-        ok(h as Server);
-      };
-      process.on('message', onMessage);
-    });
+    // The listening socket is asked for only once this process can take it over at once (see StartOptions).
+    const handle = (): Promise<Server> =>
+      new Promise<Server>((ok) => {
+        const onMessage = (m: unknown, h: unknown): void => {
+          if (m !== 'berth:listen') return;
+          process.off('message', onMessage);
+          ok(h as Server);
+        };
+        process.on('message', onMessage);
+        process.send?.('berth:ready');
+      });
     const running = await startServer(config, log, { handle });
     process.send?.('berth:listening');
     drainOnSignals(log, () => running.close());
@@ -129,9 +132,10 @@ async function serve(args: string[]): Promise<void> {
     const child = fork(process.argv[1]!, process.argv.slice(2), { env, execArgv });
     children.add(child);
     child.on('message', (m) => {
+      // Sent when the worker can take the socket over in the same tick it arrives (nothing accepted is lost).
+      if (m === 'berth:ready') child.send('berth:listen', running.server);
       if (m === 'berth:listening' && ++ready === workers - 1) log.info({ msg: 'all workers listening', workers, port: running.port });
     });
-    child.once('spawn', () => child.send('berth:listen', running.server));
     child.once('exit', (code, signal) => {
       children.delete(child);
       if (stopping) return;

@@ -27,8 +27,13 @@ export interface RunningServer {
 }
 
 export interface StartOptions {
-  /** Accept on this listening socket (passed by the first process) instead of binding http.addr. */
-  handle?: import('node:net').Server;
+  /**
+   * Accept on the listening socket this returns (passed by the first process) instead of binding http.addr.
+   * Called once everything else is ready, and the server takes the socket over in the same tick as the
+   * promise settles: a socket handed to a process is accepted on from the moment it arrives, and a connection
+   * accepted before this server owned it would be left unanswered.
+   */
+  handle?: () => Promise<import('node:net').Server>;
   /** Wraps the configured storage driver (see {@link DriverWrapper}). */
   wrapDriver?: DriverWrapper;
 }
@@ -85,13 +90,14 @@ export async function startServer(config: BerthConfig, log: Logger = createLogge
   if (limits.maxConnections > 0) server.maxConnections = limits.maxConnections;
 
   const { host, port } = parseAddr(config.http.addr);
+  const handle = opts.handle ? await opts.handle() : undefined;
   await new Promise<void>((ok, fail) => {
     server.once('error', fail);
     const listening = (): void => {
       server.off('error', fail);
       ok();
     };
-    if (opts.handle) server.listen(opts.handle, listening);
+    if (handle) server.listen(handle, listening);
     else server.listen({ port, ...(host ? { host } : {}), backlog: 1024 }, listening);
   });
   const a = server.address() as AddressInfo;

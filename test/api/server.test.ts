@@ -286,6 +286,66 @@ describe('maintenance', () => {
 });
 
 describe('workers', () => {
+  test('http.workers: no connection is lost while a worker starts or restarts (each one answered, none left hanging)', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'berth-workers-start-'));
+    const root = join(tmp, 'data');
+    const reg = await startBerth({ root, configYaml: `version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: ${root}\nhttp:\n  addr: 127.0.0.1:0\n  workers: 3\n` });
+    const { request } = await import('node:http');
+    // A fresh connection per request, so every process's accept gets some; a hung one fails after 5 s.
+    const probe = (): Promise<string> =>
+      new Promise((ok) => {
+        const r = request(`${reg.url}/v2/`, { agent: false, timeout: 5_000 }, (res) => {
+          res.resume();
+          res.on('end', () => ok(String(res.statusCode)));
+        });
+        r.on('timeout', () => {
+          r.destroy();
+          ok('hung');
+        });
+        r.on('error', (e) => ok(`error ${e.message}`));
+        r.end();
+      });
+    const outcomes = new Map<string, number>();
+    let stop = false;
+    const loop = async (): Promise<void> => {
+      while (!stop) {
+        const o = await probe();
+        outcomes.set(o, (outcomes.get(o) ?? 0) + 1);
+      }
+    };
+    const listening = (): number[] =>
+      reg
+        .logs()
+        .split('\n')
+        .filter((l) => l.includes('"msg":"listening"'))
+        .map((l) => (JSON.parse(l) as { pid: number }).pid);
+    const waitFor = async (what: () => boolean): Promise<void> => {
+      for (let i = 0; i < 600 && !what(); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(what(), 'timed out waiting');
+    };
+    const loops = Array.from({ length: 6 }, loop);
+    try {
+      // The requests start while the two workers are still starting.
+      await waitFor(() => reg.logs().includes('"msg":"all workers listening"'));
+      // Then one worker dies and is restarted by the first process, with requests still coming.
+      const first = reg.proc.pid;
+      const worker = listening().find((p) => p !== first)!;
+      const before = listening().length;
+      process.kill(worker, 'SIGKILL');
+      await waitFor(() => listening().length > before);
+      await new Promise((r) => setTimeout(r, 500));
+    } finally {
+      stop = true;
+      await Promise.all(loops);
+      await reg.stop();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    const answered = outcomes.get('200') ?? 0;
+    assert.ok(answered > 100, `only ${answered} answered: ${JSON.stringify([...outcomes])}`);
+    // Connections reset by the killed worker are the client's to retry; a connection accepted and never answered is a bug.
+    assert.equal(outcomes.get('hung') ?? 0, 0, JSON.stringify([...outcomes]));
+  });
+
   test('http.workers: uploads continue across worker processes (shared generated secret, re-hash at commit)', async () => {
     const tmp = mkdtempSync(join(tmpdir(), 'berth-workers-'));
     const root = join(tmp, 'data');
