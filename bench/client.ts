@@ -55,11 +55,7 @@ export class Client {
   readonly base: string;
   readonly agent: Agent;
 
-  constructor(
-    base: string,
-    maxSockets = 256,
-    readonly stallTimeoutMs = STALL_TIMEOUT_MS,
-  ) {
+  constructor(base: string, maxSockets = 256) {
     this.base = base;
     this.agent = new Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets, scheduling: 'lifo' });
   }
@@ -88,7 +84,7 @@ export class Client {
         reject(e instanceof Error ? e : new Error(String(e)));
       };
       req.once('error', fail);
-      req.setTimeout(this.stallTimeoutMs, () => fail(new Error(`${method} ${url}: nothing moved for ${this.stallTimeoutMs / 1000} s`)));
+      req.setTimeout(STALL_TIMEOUT_MS, () => fail(new Error(`${method} ${url}: nothing moved for ${STALL_TIMEOUT_MS / 1000} s`)));
       req.once('response', (res) => {
         const chunks: Buffer[] = [];
         let bytes = 0;

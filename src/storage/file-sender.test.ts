@@ -82,3 +82,27 @@ test('sendFileRange: reads that finish out of order are written in file order', 
     assert.equal(sha(Buffer.concat(s.got)), sha(data.subarray(3)));
   });
 });
+
+test('sendFileRange: transfers cut off with reads and writes pending give their buffers back to the pool', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-sender-cut-'));
+  try {
+    const data = randomBytes(16 * MiB);
+    const file = join(dir, 'blob');
+    writeFileSync(file, data);
+    // More cut-off transfers than the pool has buffers for (12 buffers, 3 per transfer).
+    for (let i = 0; i < 6; i++) {
+      const s = slowSink(5);
+      const sent = sendFileRange(openSync(file, 'r'), 0, data.length - 1, s.dest);
+      setTimeout(() => s.dest.destroy(), 12);
+      await assert.rejects(sent, (e: NodeJS.ErrnoException) => e.code === 'ERR_STREAM_PREMATURE_CLOSE');
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    // A transfer after them still has its three pooled buffers: more than one queued at once.
+    const s = slowSink(5);
+    await sendFileRange(openSync(file, 'r'), 0, 8 * MiB - 1, s.dest);
+    assert.equal(sha(Buffer.concat(s.got)), sha(data.subarray(0, 8 * MiB)));
+    assert.ok(s.peakBacklog() > MiB, `peak backlog ${s.peakBacklog()} bytes: the pool lost its buffers`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -39,7 +39,7 @@ let arena: Buffer | undefined | null;
 const Wasm = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number }) => { buffer: ArrayBuffer } } }).WebAssembly;
 const ALIGN_SLACK = 64;
 
-/** A buffer that does not start 8–24 bytes into a page (exact when page-aligned memory is available). */
+/** Pool buffer number `allocated`: it does not start 8–24 bytes into a page (exact when page-aligned memory is available). */
 function alignedBuffer(): Buffer {
   if (arena === undefined) {
     try {
@@ -49,7 +49,7 @@ function alignedBuffer(): Buffer {
       arena = null;
     }
   }
-  if (arena && allocated < POOL_MAX) return arena.subarray(allocated * BUFFER_SIZE, (allocated + 1) * BUFFER_SIZE);
+  if (arena) return arena.subarray(allocated * BUFFER_SIZE, (allocated + 1) * BUFFER_SIZE);
   return shiftedBuffer();
 }
 
@@ -98,24 +98,38 @@ export function sendFileRange(fd: number, start: number, end: number, dest: Writ
     let reading = 0;
     let inflight = 0;
     let finished = false;
+    let destClosed = false;
+    let fdClosed = false;
+    let released = false;
     /** Reads that finished before the one ahead of them, by file position. */
     const ready = new Map<number, { b: Buffer; n: number }>();
+    /**
+     * After the end: the descriptor is closed once no read is pending on it (its number could be reused by
+     * another open meanwhile), and the buffers go back to the pool once no read or write holds them (a write
+     * left pending on a closed destination is never sent).
+     */
+    const cleanUp = (): void => {
+      if (!finished || reading > 0) return;
+      if (!fdClosed) {
+        fdClosed = true;
+        close(fd, () => undefined);
+      }
+      if (!released && (inflight === 0 || destClosed)) {
+        released = true;
+        for (const b of owned) give(b);
+      }
+    };
     const finish = (err?: unknown): void => {
       if (finished) return;
       finished = true;
-      dest.off('close', onClose);
-      close(fd, () => undefined);
-      const release = (): void => {
-        for (const b of owned) give(b);
-      };
-      // Buffers still referenced by pending writes or reads return to the pool only once those are done.
-      if (inflight === 0 && reading === 0) release();
-      else dest.once('close', release);
+      cleanUp();
       if (err) reject(err);
       else resolve();
     };
     const onClose = (): void => {
+      destClosed = true;
       if (next <= end) finish(Object.assign(new Error('destination closed before the transfer completed'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+      cleanUp();
     };
     /** Writes, in order, every finished read that is next in the file. */
     function flush(): void {
@@ -127,7 +141,8 @@ export function sendFileRange(fd: number, start: number, end: number, dest: Writ
         dest.write(r.n === b.length ? b : b.subarray(0, r.n), () => {
           inflight--;
           free.push(b);
-          if (!finished) pump();
+          if (finished) cleanUp();
+          else pump();
         });
       }
       if (next > end && inflight === 0 && reading === 0) finish();
@@ -142,7 +157,7 @@ export function sendFileRange(fd: number, start: number, end: number, dest: Writ
         reading++;
         readAt(fd, b, 0, want, at, (err, n) => {
           reading--;
-          if (finished) return;
+          if (finished) return cleanUp();
           if (err) return finish(err);
           if (n !== want) return finish(new Error('file shorter than expected'));
           ready.set(at, { b, n });
@@ -152,7 +167,7 @@ export function sendFileRange(fd: number, start: number, end: number, dest: Writ
       }
       if (!finished && pos > end) flush();
     }
-    dest.on('close', onClose);
+    dest.once('close', onClose);
     pump();
   });
 }
