@@ -1,6 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { constants, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TMP_DIR, filesystemDriver } from './filesystem.ts';
@@ -65,3 +69,108 @@ test('filesystem: coalesced lookups share a stat but never one taken before they
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+/** Whether this process holds `file` open with O_DIRECT (Linux: the flags in /proc/self/fdinfo, octal). */
+function openDirect(file: string): boolean {
+  for (const fd of readdirSync('/proc/self/fd')) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (target !== file) continue;
+    const flags = /flags:\s*([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+    if (flags && (parseInt(flags[1]!, 8) & constants.O_DIRECT) !== 0) return true;
+  }
+  return false;
+}
+
+/** Chunks of awkward sizes (never block-aligned), `total` bytes in all, from a seeded pattern. */
+function oddChunks(total: number, seed: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (let left = total, k = seed; left > 0; k++) {
+    const n = Math.min(left, 1 + ((k * 7919 + 4093) % 300_000));
+    out.push(Buffer.from(randomBytes(n)));
+    left -= n;
+  }
+  return out;
+}
+
+test('filesystem: continued and concurrent uploads go straight to the device and read back byte for byte', { skip: !existsSync('/proc/self/fdinfo') }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'berth-direct-'));
+  try {
+    // tmpfs refuses O_DIRECT: the writers then go through the page cache, and everything below still holds.
+    const direct = await takesDirect(root);
+    const d = filesystemDriver({ rootdirectory: root });
+    const file = join(root, 'up/data');
+    const want = createHash('sha256');
+    let size = 0;
+    const append = async (chunks: Buffer[], expectDirect: boolean): Promise<void> => {
+      const w = await d.writer('/up/data', { append: true });
+      assert.equal(openDirect(file), direct && expectDirect, `O_DIRECT at ${size} bytes`);
+      await pipeline(Readable.from(chunks), w.stream);
+      await w.commit();
+      for (const c of chunks) {
+        want.update(c);
+        size += c.length;
+      }
+      assert.equal(w.size(), size);
+    };
+    // A lone fresh upload through the page cache, then appends starting inside a block, across several slabs.
+    await append(oddChunks(5_000, 1), false);
+    await append(oddChunks(3 * 1024 * 1024 + 17, 2), true);
+    await append(oddChunks(4096 * 3, 3), true);
+    await append(oddChunks(1, 4), true);
+    assert.equal((await d.stat('/up/data')).size, size);
+    const got = createHash('sha256');
+    for await (const c of await d.reader('/up/data')) got.update(c as Buffer);
+    assert.equal(got.digest('hex'), want.digest('hex'));
+
+    // Two fresh uploads at once: the second is direct. Both read back whole.
+    const a = await d.writer('/a/data', { append: true });
+    const b = await d.writer('/b/data', { append: true });
+    assert.equal(openDirect(join(root, 'a/data')), false);
+    assert.equal(openDirect(join(root, 'b/data')), direct);
+    const ca = oddChunks(2 * 1024 * 1024 + 3, 5);
+    const cb = oddChunks(1024 * 1024 - 5, 6);
+    await Promise.all([pipeline(Readable.from(ca), a.stream), pipeline(Readable.from(cb), b.stream)]);
+    await Promise.all([a.commit(), b.commit()]);
+    assert.deepEqual(await d.getContent('/a/data', { maxSize: 8 << 20 }), Buffer.concat(ca));
+    assert.deepEqual(await d.getContent('/b/data', { maxSize: 8 << 20 }), Buffer.concat(cb));
+
+    // A client gone mid-upload (the writer closed, its stream never ended): the file holds a prefix of what was
+    // sent, its size says how long, and the upload continues from there.
+    const sent = oddChunks(3 * 1024 * 1024, 7);
+    const c = await d.writer('/up/data', { append: true });
+    assert.equal(openDirect(file), direct);
+    for (const chunk of sent.slice(0, sent.length - 2)) await new Promise<void>((r, j) => c.stream.write(chunk, (e) => (e ? j(e) : r())));
+    await c.close();
+    const kept = (await d.stat('/up/data')).size - size;
+    const whole = Buffer.concat(sent);
+    assert.ok(kept >= 0 && kept < whole.length, `kept ${kept}`);
+    const rest = whole.subarray(kept);
+    const r = await d.writer('/up/data', { append: true });
+    await pipeline(Readable.from([rest]), r.stream);
+    await r.commit();
+    const all = await d.getContent('/up/data', { maxSize: 16 << 20 });
+    assert.equal(all.length, size + whole.length);
+    assert.deepEqual(all.subarray(size), whole);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+/** Whether the file system under `dir` takes O_DIRECT. */
+async function takesDirect(dir: string): Promise<boolean> {
+  const probe = join(dir, 'probe');
+  writeFileSync(probe, '');
+  try {
+    await (await open(probe, constants.O_RDONLY | constants.O_DIRECT)).close();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    rmSync(probe);
+  }
+}
