@@ -97,7 +97,7 @@ function oddChunks(total: number, seed: number): Buffer[] {
   return out;
 }
 
-test('filesystem: continued and concurrent uploads go straight to the device and read back byte for byte', { skip: !existsSync('/proc/self/fdinfo') }, async () => {
+test('filesystem: continued and concurrent uploads go straight to the device and read back byte for byte', { skip: existsSync('/proc/self/fdinfo') ? false : 'needs /proc/self/fdinfo (Linux) to see which descriptors are O_DIRECT' }, async () => {
   const root = mkdtempSync(join(tmpdir(), 'berth-direct-'));
   try {
     // tmpfs refuses O_DIRECT: the writers then go through the page cache, and everything below still holds.

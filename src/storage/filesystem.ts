@@ -19,11 +19,6 @@ export interface FilesystemOptions {
   rootdirectory: string;
   /** fsync files and directories before acknowledging (default true). */
   fsync?: boolean;
-  /**
-   * Write continued and concurrent uploads with O_DIRECT where the file system allows it (default true; only
-   * with `fsync`). See DIRECT_SLAB.
-   */
-  directIo?: boolean;
   /** Small files (links, manifests) kept in memory, revalidated by a stat on every read (default 50,000). */
   smallFileCacheEntries?: number;
 }
@@ -182,7 +177,8 @@ async function fsyncDir(dir: string): Promise<void> {
 export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   const root = opts.rootdirectory;
   const durable = opts.fsync ?? true;
-  let directIo = opts.directIo ?? true;
+  /** Turned off for good once the file system refuses O_DIRECT (see DIRECT_SLAB; only with fsync). */
+  let directIo = true;
   const base = root.endsWith('/') ? root.slice(0, -1) : root;
   // Paths reach here validated by checkedDriver (absolute, no `.`/`..`), so concatenation is safe.
   const full = (p: string): string => base + p;
@@ -257,6 +253,46 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     });
     await tmpReady;
     return `${tmpDir}/${randomBytes(8).toString('hex')}`;
+  }
+
+  /**
+   * The FileWriter of either writer: `sync` makes what was written durable, `close` closes the handles after
+   * the writes in flight (what was still gathering or filling is dropped, so nothing lands in the file after
+   * the client has seen its connection end: a broken request keeps a prefix it may resume from).
+   */
+  function writerAround(
+    file: string,
+    o: WriterOptions | undefined,
+    initial: number,
+    stream: Writable,
+    size: () => number,
+    close: () => Promise<void>,
+    sync: () => Promise<void>,
+  ): FileWriter {
+    return {
+      stream,
+      size,
+      async commit() {
+        try {
+          await sync();
+        } catch (e) {
+          // A failed commit still closes: the descriptor must not outlive the writer.
+          await close().catch(() => undefined);
+          throw e;
+        }
+        await close();
+      },
+      async cancel() {
+        await close();
+        await fsp.rm(file, { force: true });
+      },
+      close,
+      async discard() {
+        await close().catch(() => undefined);
+        if (o?.append) await fsp.truncate(file, initial);
+        else await fsp.rm(file, { force: true });
+      },
+    };
   }
 
   /** A writer through the page cache: gathered chunks in `writev` batches, flushed in the background. */
@@ -343,38 +379,12 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       if (flushing) await flushing.catch(() => undefined);
       await h.close();
     };
-    return {
-      stream,
-      size: () => initial + written,
-      async commit() {
-        try {
-          if (flushing) await flushing;
-          if (flushError) throw flushError;
-          // fdatasync: the data and the size (what reading it back needs), without the timestamps.
-          if (durable) await h.datasync();
-        } catch (e) {
-          // A failed commit still closes: the descriptor must not outlive the writer.
-          await close().catch(() => undefined);
-          throw e;
-        }
-        await close();
-      },
-      async cancel() {
-        await close();
-        await fsp.rm(file, { force: true });
-      },
-      async close() {
-        // The client went away: the bytes already queued for the file are kept (a prefix it may resume from,
-        // which the upload status reports once they are written); what was still gathering is dropped, so
-        // nothing lands in the file after the client has seen its connection end.
-        await close();
-      },
-      async discard() {
-        await close().catch(() => undefined);
-        if (o?.append) await fsp.truncate(file, initial);
-        else await fsp.rm(file, { force: true });
-      },
-    };
+    return writerAround(file, o, initial, stream, () => initial + written, close, async () => {
+      if (flushing) await flushing;
+      if (flushError) throw flushError;
+      // fdatasync: the data and the size (what reading it back needs), without the timestamps.
+      if (durable) await h.datasync();
+    });
   }
 
   /**
@@ -540,37 +550,13 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       giveBack();
       await Promise.all([fh.close(), dh.close()]);
     };
-    return {
-      stream,
-      size: () => extent,
-      async commit() {
-        try {
-          await settled();
-          if (failure !== undefined) throw failure;
-          // The slabs went to the device; fdatasync makes the file's size and blocks durable and flushes the
-          // device's cache (and the partial last block, written through the page cache).
-          await fh.datasync();
-        } catch (e) {
-          await close().catch(() => undefined);
-          throw e;
-        }
-        await close();
-      },
-      async cancel() {
-        await close();
-        await fsp.rm(file, { force: true });
-      },
-      async close() {
-        // The client went away: the slabs already being written are kept (a prefix it may resume from); the
-        // filling one is dropped, so nothing lands in the file after the client has seen its connection end.
-        await close();
-      },
-      async discard() {
-        await close().catch(() => undefined);
-        if (o?.append) await fsp.truncate(file, initial);
-        else await fsp.rm(file, { force: true });
-      },
-    };
+    return writerAround(file, o, initial, stream, () => extent, close, async () => {
+      await settled();
+      if (failure !== undefined) throw failure;
+      // The slabs went to the device; fdatasync makes the file's size and blocks durable and flushes the
+      // device's cache (and the partial last block, written through the page cache).
+      await fh.datasync();
+    });
   }
 
   /** The size of a file, 0 when absent. */
