@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { newUploadHash, stopHashThread, THREAD_MAX_UPLOADS, THREAD_MIN } from './upload-hash.ts';
+import { hashThreadRunning, newUploadHash, stopHashThread, THREAD_MAX_UPLOADS, THREAD_MIN } from './upload-hash.ts';
 
 const sha256 = (bufs: Buffer[]): string => {
   const h = createHash('sha256');
@@ -114,4 +114,22 @@ test('the thread keeps a process alive only while an answer is outstanding', asy
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('the thread stops once no hash has been open on it for a while, never under an open one', async () => {
+  const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const body = [Buffer.from(randomBytes(256 * 1024))];
+  const open = newUploadHash();
+  await open.update(body, false);
+  await wait(2600);
+  assert.ok(hashThreadRunning(), 'an upload between two PATCHes keeps its hash, and so the thread');
+  assert.equal(await open.digest(), sha256(body));
+  const dropped = newUploadHash();
+  dropped.drop();
+  await wait(2600);
+  assert.equal(hashThreadRunning(), false, 'idle: stopped');
+  const next = newUploadHash();
+  await next.update(body, false);
+  assert.ok(hashThreadRunning(), 'the next upload starts a new thread');
+  assert.equal(await next.digest(), sha256(body));
 });

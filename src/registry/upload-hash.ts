@@ -44,6 +44,12 @@ const MAX_BEHIND = 2 * 1024 * 1024;
  * cache, and each batch is a message), 241 against 273 MB/s in one bench run of 32 concurrent pushes.
  */
 export const THREAD_MAX_UPLOADS = 2;
+/**
+ * The thread is stopped once no upload has had a hash on it for this long: its V8 isolate keeps ~10 MiB
+ * resident, which a process serving pulls and manifests after a push would otherwise carry for its lifetime
+ * (and add to whatever that later load needs). The next large upload starts a new thread (~30 ms).
+ */
+const THREAD_IDLE_MS = 2000;
 
 /** The thread's code (CommonJS, evaluated): hashes by id, frees each moved buffer once hashed, acks bytes. */
 const THREAD_SOURCE = `
@@ -88,6 +94,9 @@ class HashThread {
   private readonly digests = new Map<number, { resolve: (hex: string) => void; reject: (e: Error) => void }>();
   private dead: Error | undefined;
   private reffed = false;
+  /** Hashes begun on the thread and neither digested nor dropped (an upload between PATCHes counts). */
+  private open = 0;
+  private idle: NodeJS.Timeout | undefined;
 
   constructor() {
     // Chunks moved here are freed by this process's allocator as on the main thread, so its trim threshold
@@ -114,7 +123,27 @@ class HashThread {
   }
 
   newId(): number {
+    this.open++;
+    if (this.idle) {
+      clearTimeout(this.idle);
+      this.idle = undefined;
+    }
     return this.nextId++;
+  }
+
+  /** A hash was digested or dropped: once none is open or outstanding for THREAD_IDLE_MS, the thread stops. */
+  closed(): void {
+    this.open--;
+    this.idleCheck();
+  }
+
+  private idleCheck(): void {
+    if (this.dead || this.idle || this.open > 0 || this.behind > 0 || this.digests.size > 0) return;
+    this.idle = setTimeout(() => {
+      this.idle = undefined;
+      if (!this.dead && this.open === 0 && this.behind === 0 && this.digests.size === 0) void this.stop();
+    }, THREAD_IDLE_MS);
+    this.idle.unref();
   }
 
   update(id: number, chunks: readonly Buffer[], givenUp: boolean): void | Promise<void> {
@@ -171,6 +200,7 @@ class HashThread {
       d?.resolve(m.hex);
     }
     this.busy();
+    this.idleCheck();
   }
 
   private wake(): void {
@@ -182,6 +212,7 @@ class HashThread {
   private die(e: Error): void {
     if (this.dead) return;
     this.dead = e;
+    if (this.idle) clearTimeout(this.idle);
     if (thread === this) thread = undefined;
     for (const d of this.digests.values()) d.reject(e);
     this.digests.clear();
@@ -211,13 +242,16 @@ class ThreadHash implements UploadHash {
   digest(): Promise<string> {
     if (this.done) return Promise.reject(new Error('the hash was already finished'));
     this.done = true;
-    return this.t.digest(this.id);
+    const hex = this.t.digest(this.id);
+    this.t.closed();
+    return hex;
   }
 
   drop(): void {
     if (this.done) return;
     this.done = true;
     this.t.drop(this.id);
+    this.t.closed();
   }
 }
 
@@ -251,6 +285,11 @@ export function newUploadHash(length?: number, writing = 1): UploadHash {
     return new InlineHash();
   }
   return new ThreadHash(thread);
+}
+
+/** Whether this process has a hashing thread now (for tests and diagnostics). */
+export function hashThreadRunning(): boolean {
+  return thread !== undefined;
 }
 
 /** Stops the hashing thread (its hashes are lost; the next upload starts another): for shutdown and tests. */
