@@ -133,3 +133,30 @@ test('the thread stops once no hash has been open on it for a while, never under
   assert.ok(hashThreadRunning(), 'the next upload starts a new thread');
   assert.equal(await next.digest(), sha256(body));
 });
+
+test('a burst of opened upload sessions keeps the first bodies off the thread; a lone upload takes it', async () => {
+  const { BlobStore } = await import('./blobs.ts');
+  const { inmemoryDriver } = await import('../storage/memory.ts');
+  const { parseDigest } = await import('../spec/digest.ts');
+  const { parseRepoName } = await import('../spec/names.ts');
+  const { Readable } = await import('node:stream');
+  const store = new BlobStore(inmemoryDriver());
+  const repo = parseRepoName('burst/repo');
+  const body = Buffer.from(randomBytes(2 * THREAD_MIN));
+  const digest = parseDigest(`sha256:${sha256([body])}`);
+  await stopHashThread();
+
+  // Sessions opened together, as a parallel push opens them before sending any layer.
+  const burst = await Promise.all(Array.from({ length: THREAD_MAX_UPLOADS + 1 }, () => store.startUpload(repo)));
+  await store.append(repo, burst[0]!.id, Readable.from([body]), { length: body.length });
+  assert.equal(hashThreadRunning(), false, 'the first body of a burst is hashed inline');
+  assert.equal(await store.complete(repo, burst[0]!.id, digest), body.length);
+  for (const s of burst.slice(1)) await store.cancel(repo, s.id);
+
+  // Finished and cancelled sessions no longer count: a lone upload is hashed on the thread, correctly.
+  const lone = await store.startUpload(repo);
+  await store.append(repo, lone.id, Readable.from([body]), { length: body.length });
+  assert.equal(hashThreadRunning(), true, 'a lone large upload is hashed on the thread');
+  assert.equal(await store.complete(repo, lone.id, digest), body.length);
+  await stopHashThread();
+});
