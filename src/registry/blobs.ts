@@ -14,7 +14,7 @@ import * as P from './paths.ts';
 import { ByteLru } from './byte-lru.ts';
 import { exists, readLink, remove } from './context.ts';
 import { BLOB_MEDIA_TYPE, type CacheGuard } from './descriptor-cache.ts';
-import { newUploadHash, type UploadHash } from './upload-hash.ts';
+import { newUploadHash, THREAD_MAX_UPLOADS, type UploadHash } from './upload-hash.ts';
 import { releaseChunk } from '../storage/release.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -99,8 +99,8 @@ const LOCK_WAIT_MS = 10_000;
  * about to be written when a hash is chosen (upload-hash.ts hashes on its thread only while few uploads are
  * written). A burst of pushes opens its sessions before the first body arrives, and the first bodies would
  * otherwise find the process idle and start the thread, whose isolate (~10 MiB) then served only them: 32
- * concurrent `curl -T` pushes of 32 MiB against 2 processes peaked at 193–196 MiB summed with the thread
- * started, 176–178 without, at the same rate (249–317 against 288–322 MB/s).
+ * concurrent `curl -T` pushes of 32 MiB against 2 processes peaked at 193–196 MiB summed before this rule,
+ * 179–180 with it, at the same rate or better (249–317 against 301–314 MB/s).
  */
 const OPENED_WINDOW_MS = 5_000;
 
@@ -324,8 +324,8 @@ export class BlobStore {
   private uploadsUnderway(): number {
     this.forgetOldOpenings();
     let n = this.busy.size;
-    // Counted only as far as it matters (a few uploads), not through every session of a burst.
-    for (const other of this.opened.keys()) if (!this.busy.has(other) && ++n > 8) break;
+    // Counted only as far as the choice of hash looks, not through every session of a burst.
+    for (const other of this.opened.keys()) if (!this.busy.has(other) && ++n > THREAD_MAX_UPLOADS) break;
     return n;
   }
 

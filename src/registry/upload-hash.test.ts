@@ -11,7 +11,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Readable } from 'node:stream';
 import { hashThreadRunning, newUploadHash, stopHashThread, THREAD_MAX_UPLOADS, THREAD_MIN } from './upload-hash.ts';
+import { BlobStore } from './blobs.ts';
+import { inmemoryDriver } from '../storage/memory.ts';
+import { parseDigest } from '../spec/digest.ts';
+import { parseRepoName } from '../spec/names.ts';
 
 const sha256 = (bufs: Buffer[]): string => {
   const h = createHash('sha256');
@@ -135,11 +140,6 @@ test('the thread stops once no hash has been open on it for a while, never under
 });
 
 test('a burst of opened upload sessions keeps the first bodies off the thread; a lone upload takes it', async () => {
-  const { BlobStore } = await import('./blobs.ts');
-  const { inmemoryDriver } = await import('../storage/memory.ts');
-  const { parseDigest } = await import('../spec/digest.ts');
-  const { parseRepoName } = await import('../spec/names.ts');
-  const { Readable } = await import('node:stream');
   const store = new BlobStore(inmemoryDriver());
   const repo = parseRepoName('burst/repo');
   const body = Buffer.from(randomBytes(2 * THREAD_MIN));
