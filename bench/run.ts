@@ -126,9 +126,10 @@ async function main(): Promise<number> {
   }
   const servers: Record<ServerId, Running> = { distribution: dist, berth };
   const ctx: Ctx = { opts, ceilings, targets: [target('distribution', 'distribution', dist), target('berth', 'Berth', berth)], results, fixtures: fx, log };
+  // Each entry: the summed VmHWM reached during that segment alone (the marks are reset after each).
   const timeline: Array<{ after: string; peakRssBytes: Record<ServerId, number> }> = [];
   const snapshot = (after: string): void => {
-    timeline.push({ after, peakRssBytes: { distribution: sum(dist.peakRss()), berth: sum(berth.peakRss()) } });
+    timeline.push({ after, peakRssBytes: { distribution: dist.segmentPeak(), berth: berth.segmentPeak() } });
   };
   let rss: Record<ServerId, ProcessRss[]> = { distribution: [], berth: [] };
   try {
@@ -137,6 +138,7 @@ async function main(): Promise<number> {
       log('setup: bench/app (config, 4 layers, manifest) on both servers');
       await setupApp(ctx);
     }
+    snapshot('start');
     for (const s of selected) {
       results.group = s.id;
       try {
@@ -162,7 +164,12 @@ async function main(): Promise<number> {
       scenario: 'peak RSS across the run (VmHWM, summed over the server’s processes)',
       unit: 'MiB',
       better: 'lower',
-      notes: [`distribution ${rssText(rss.distribution)}; Berth ${rssText(rss.berth)}`],
+      notes: [
+        `distribution ${rssText(rss.distribution)}; Berth ${rssText(rss.berth)} (${(sum(rss.berth) / 1e6).toFixed(0)} MB)`,
+        `summed VmHWM during each scenario alone, distribution / Berth (MiB): ${timeline
+          .map((t) => `${t.after} ${fmtMiB(t.peakRssBytes.distribution)} / ${fmtMiB(t.peakRssBytes.berth)}`)
+          .join('; ')}`,
+      ],
     });
     rssRow.values.distribution.push(mib(sum(rss.distribution)));
     rssRow.values.berth.push(mib(sum(rss.berth)));

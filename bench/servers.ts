@@ -24,8 +24,16 @@ export interface Running {
   url: string;
   port: number;
   proc: ChildProcess;
-  /** Peak RSS (VmHWM) of the process and of each of its descendants, while they run. */
+  /**
+   * Peak RSS of the process and of each of its descendants, while they run: the largest VmHWM read so far,
+   * across {@link segmentPeak} resets.
+   */
   peakRss(): ProcessRss[];
+  /**
+   * The summed VmHWM since the previous call (or the start), then the high-water marks reset to the current
+   * RSS (`clear_refs` 5), so that each scenario's own peak shows apart from an earlier scenario's.
+   */
+  segmentPeak(): number;
   /**
    * Peak of the process tree's proportional set size (PSS summed over the process and its descendants,
    * sampled every 250 ms): memory shared between processes (the node binary's pages) counted once, which
@@ -70,6 +78,16 @@ function pss(pid: number): number {
     return m ? Number(m[1]) * 1024 : 0;
   } catch {
     return 0;
+  }
+}
+
+/** Resets the process's VmHWM to its current RSS; false where the kernel does not allow it. */
+function resetHwm(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -131,6 +149,13 @@ function wrap(name: string, proc: ChildProcess, port: number, cleanup: string[],
   });
   void exited.then(() => live.delete(proc));
   let maxPss = 0;
+  // Per process: the largest VmHWM seen before a reset (segmentPeak), so the run's peak survives the resets.
+  const maxHwm = new Map<number, number>();
+  const tree = (): number[] => {
+    const pid = proc.pid;
+    if (!pid || proc.exitCode !== null) return [];
+    return [pid, ...descendants(pid)];
+  };
   const sampler = setInterval(() => {
     const pid = proc.pid;
     if (!pid || proc.exitCode !== null) return;
@@ -145,9 +170,19 @@ function wrap(name: string, proc: ChildProcess, port: number, cleanup: string[],
     port,
     proc,
     peakRss() {
-      const pid = proc.pid;
-      if (!pid || proc.exitCode !== null) return [];
-      return [pid, ...descendants(pid)].map((p) => ({ pid: p, peak: hwm(p) })).filter((p) => p.peak > 0);
+      return tree()
+        .map((p) => ({ pid: p, peak: Math.max(hwm(p), maxHwm.get(p) ?? 0) }))
+        .filter((p) => p.peak > 0);
+    },
+    segmentPeak() {
+      let total = 0;
+      for (const p of tree()) {
+        const h = hwm(p);
+        total += h;
+        if (h > (maxHwm.get(p) ?? 0)) maxHwm.set(p, h);
+        resetHwm(p);
+      }
+      return total;
     },
     peakPss: () => maxPss,
     logs: () => out.text(),

@@ -40,3 +40,19 @@ test('the memory is let go once every slab has been back for the idle time, and 
   assert.equal(pool.available(), 1);
   pool.give(d);
 });
+
+test('memory let go is collected at once, without waiting for V8 to need it', async () => {
+  const pool = new AlignedSlabs(SLAB, 2, 50);
+  let collected = false;
+  const registry = new FinalizationRegistry(() => {
+    collected = true;
+  });
+  // In a function of its own, so that no local here keeps a Buffer viewing the memory.
+  ((): void => {
+    const s = pool.take()!;
+    registry.register(s.buffer, 'slabs');
+    pool.give(s);
+  })();
+  for (let i = 0; i < 40 && !collected; i++) await sleep(25);
+  assert.ok(collected, 'the pool memory was collected within 1 s of being let go');
+});

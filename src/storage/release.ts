@@ -90,3 +90,29 @@ export function releaseChunk(chunk: Buffer): void {
 export function releasing(): boolean {
   return reach() !== undefined;
 }
+
+/** V8's `gc()`, taken from a fresh context once `--expose-gc` is set (null: not tried yet; undefined: unavailable). */
+let gcFn: (() => void) | undefined | null = null;
+
+/**
+ * Runs a full garbage collection now. For memory only a collection can free and nothing else will collect
+ * soon: a WebAssembly memory cannot be detached, so a dropped one stays resident until V8 next runs a full GC,
+ * which an idle process may never do (32 concurrent pushes, three rounds: each round's slab pool, dropped once
+ * idle, stayed beside the next round's, +8 MiB per round). The flag is set at run time and the function taken
+ * from a fresh context, as for `transfer` above; the main context gets no `gc` global. Costs ~5–10 ms on a
+ * registry's heap, so it is for rare events (a pool let go after a burst), never per request.
+ */
+export function collectGarbage(): boolean {
+  if (gcFn === null) {
+    try {
+      setFlagsFromString('--expose-gc');
+      const fn: unknown = runInNewContext('gc');
+      gcFn = typeof fn === 'function' ? (fn as () => void) : undefined;
+    } catch {
+      gcFn = undefined;
+    }
+  }
+  if (!gcFn) return false;
+  gcFn();
+  return true;
+}
