@@ -56,3 +56,20 @@ test('memory let go is collected at once, without waiting for V8 to need it', as
   for (let i = 0; i < 40 && !collected; i++) await sleep(25);
   assert.ok(collected, 'the pool memory was collected within 1 s of being let go');
 });
+
+test('idle slabs are kept while the pool says its users are busy, and let go after', async () => {
+  let busy = true;
+  const pool = new AlignedSlabs(SLAB, 2, 40, () => busy);
+  const a = pool.take()!;
+  const first = a.buffer;
+  pool.give(a);
+  await sleep(150);
+  const b = pool.take()!;
+  assert.equal(b.buffer, first, 'kept through several idle periods while busy');
+  pool.give(b);
+  busy = false;
+  await sleep(150);
+  const c = pool.take()!;
+  assert.notEqual(c.buffer, first, 'let go once not busy');
+  pool.give(c);
+});

@@ -20,6 +20,8 @@ export class AlignedSlabs {
     readonly slabSize: number,
     readonly count: number,
     readonly idleMs = 2000,
+    /** While this says the pool's users are at work, idle slabs are kept (checked again every `idleMs`). */
+    readonly busy: () => boolean = () => false,
   ) {}
   #pool(): Buffer[] {
     if (!this.#free) {
@@ -45,15 +47,18 @@ export class AlignedSlabs {
   give(b: Buffer): void {
     const free = this.#pool();
     free.push(b);
-    if (free.length === this.count && !this.#idle) {
-      this.#idle = setTimeout(() => {
-        this.#idle = undefined;
-        if (this.#free?.length !== this.count) return;
-        this.#free = undefined;
-        // Outside this callback's frame, so that nothing on the stack still holds a slab.
-        setImmediate(collectGarbage).unref();
-      }, this.idleMs);
-      this.#idle.unref();
-    }
+    if (free.length === this.count && !this.#idle) this.#arm();
+  }
+  #arm(): void {
+    this.#idle = setTimeout(() => {
+      this.#idle = undefined;
+      if (this.#free?.length !== this.count) return;
+      if (this.busy()) return this.#arm();
+      this.#free = undefined;
+      // Outside this callback's frame, so that nothing on the stack still holds a slab; not unref'd, as an
+      // unref'd immediate waits for the next I/O event of a process that may have gone quiet.
+      setImmediate(collectGarbage);
+    }, this.idleMs);
+    this.#idle.unref();
   }
 }

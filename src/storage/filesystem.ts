@@ -56,7 +56,13 @@ const DIRECT_MIN_SLABS = 2;
  * 209 MiB against 191 with 8, at the same aggregate rate (`/tmp`-style curl pushes 258–273 vs 249–264 MB/s;
  * bench concurrent 435 vs 412 MB/s, inside its run-to-run spread of 1.3–1.4).
  */
-const directSlabs = new AlignedSlabs(DIRECT_SLAB, 4 * DIRECT_MIN_SLABS);
+const directSlabs = new AlignedSlabs(DIRECT_SLAB, 4 * DIRECT_MIN_SLABS, 2000, () => writersInProcess > 0);
+/**
+ * Upload writers open in this process, over every filesystem driver: the slab pool is let go only when there are
+ * none. Idle slabs in the middle of a burst (its direct writers done, the rest on the page cache) were let go
+ * and cut again for the next burst each time, and letting go costs a full GC, ~100 ms under that load.
+ */
+let writersInProcess = 0;
 /** Alignment of O_DIRECT offsets, lengths and addresses: the largest logical block size in common use. */
 const DIO_ALIGN = 4096;
 
@@ -305,6 +311,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     const h = await fsp.open(file, o?.append ? 'a' : 'w');
     const initial = o?.append ? (await h.stat()).size : 0;
     openWriters++;
+    writersInProcess++;
     let written = 0;
     // Flush in the background every FLUSH_EVERY bytes, so that the fsync before the acknowledgement
     // finds little left to write: disk writeback overlaps with receiving instead of following it.
@@ -379,6 +386,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       if (closed) return;
       closed = true;
       openWriters--;
+      writersInProcess--;
       if (!stream.destroyed && !stream.writableFinished) stream.destroy();
       await tail.catch(() => undefined);
       if (flushing) await flushing.catch(() => undefined);
@@ -404,8 +412,10 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     const own: Buffer[] = [];
     const want = directSlabs.available() >= DIRECT_SLABS * 4 ? DIRECT_SLABS : DIRECT_MIN_SLABS;
     for (let b = directSlabs.take(); b; b = own.length < want ? directSlabs.take() : undefined) own.push(b);
+    // Emptied as the slabs go back: a closed writer's closures can outlive it (an upload session remembered
+    // for a while), and a slab still referenced keeps the pool's whole memory from being collected once idle.
     const giveBack = (): void => {
-      for (const b of own) directSlabs.give(b);
+      for (const b of own.splice(0)) directSlabs.give(b);
     };
     let h: FileHandle | undefined;
     let d: FileHandle | undefined;
@@ -437,6 +447,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     const fh = h;
     const dh = d;
     openWriters++;
+    writersInProcess++;
     const free = own.slice(1);
     let cur: Buffer | undefined = own[0];
     /** The filling slab holds bytes of this writer's (not only the head of a block read back). */
@@ -547,11 +558,14 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       if (closed) return;
       closed = true;
       openWriters--;
+      writersInProcess--;
       for (const w of waiting.splice(0)) w();
       if (!stream.destroyed && !stream.writableFinished) stream.destroy();
       await settled();
       // A write that failed may have left a hole before later ones: keep only what this writer found.
       if (failure !== undefined) await fh.truncate(initial).catch(() => undefined);
+      free.length = 0;
+      cur = undefined;
       giveBack();
       await Promise.all([fh.close(), dh.close()]);
     };
