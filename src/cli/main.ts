@@ -4,7 +4,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import type { Server } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { ConfigError, loadConfig } from '../config/config.ts';
-import { createLogger, loadSecret, openRegistry } from '../server/setup.ts';
+import { createLogger, loadSecret, openDriver, openRegistry } from '../server/setup.ts';
 
 const USAGE = `usage: berth <command> [options]
 
@@ -113,7 +113,7 @@ async function serve(args: string[]): Promise<void> {
     return;
   }
   // Every process must sign upload URLs (and tokens) with the same keys: settle them once, here.
-  const driver = openRegistry(config, log).driver;
+  const driver = openDriver(config);
   const secret = config.http.secret ?? (await loadSecret(config, driver, log));
   const env: NodeJS.ProcessEnv = { ...process.env, [WORKER_ENV]: '1', REGISTRY_HTTP_SECRET: secret };
   if (config.auth) {
@@ -221,7 +221,7 @@ async function tokenServer(args: string[]): Promise<void> {
   const log = createLogger(config);
   const { buildAuth, loadTokenKeyPem } = await import('../server/auth-setup.ts');
   const { serveTokenEndpoint } = await import('../server/token-server.ts');
-  const { tokenEndpoint, jwks } = buildAuth(config, log, await loadTokenKeyPem(config, openRegistry(config, log).driver, log));
+  const { tokenEndpoint, jwks } = buildAuth(config, log, await loadTokenKeyPem(config, openDriver(config), log));
   if (values.jwks) {
     const { writeFileSync } = await import('node:fs');
     writeFileSync(values.jwks, `${JSON.stringify(jwks, null, 2)}\n`);

@@ -89,6 +89,15 @@ export function openRegistry(config: BerthConfig, log: Logger = createLogger(con
   });
 }
 
+/**
+ * The configured storage driver alone, behind the path checks: for what needs storage but no registry (the
+ * first process settling the shared secret and keys before it forks), so no descriptor cache is set up twice
+ * and its warnings are not logged twice.
+ */
+export function openDriver(config: BerthConfig): StorageDriver {
+  return checkedDriver(DRIVERS[config.storage.driver](config));
+}
+
 export function createLogger(config: BerthConfig): Logger {
   return pino({ level: config.log.level, base: { service: 'berth', pid: process.pid, ...config.log.fields }, redact: { paths: ['req.headers.authorization', 'authorization', 'password'], remove: true } });
 }

@@ -349,7 +349,10 @@ describe('workers', () => {
   test('http.workers: uploads continue across worker processes (shared generated secret, re-hash at commit)', async () => {
     const tmp = mkdtempSync(join(tmpdir(), 'berth-workers-'));
     const root = join(tmp, 'data');
-    const reg = await startBerth({ root, configYaml: `version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: ${root}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n  workers: 2\n` });
+    const reg = await startBerth({
+      root,
+      configYaml: `version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: ${root}\n  cache:\n    blobdescriptor: inmemory\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n  workers: 2\n`,
+    });
     const { request } = await import('node:http');
     // Each request on a new connection, so the cluster spreads them over both workers.
     const call = (method: string, url: string, body?: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> =>
@@ -365,6 +368,14 @@ describe('workers', () => {
       // startBerth returns at the first worker's line; the spread below needs both.
       for (let i = 0; i < 300 && !reg.logs().includes('"msg":"all workers listening"'); i++) await new Promise((r) => setTimeout(r, 100));
       assert.match(reg.logs(), /"msg":"all workers listening"/);
+      // A per-process cache is turned off with several workers, and each process says so once.
+      const warned = reg
+        .logs()
+        .split('\n')
+        .filter((l) => l.includes('descriptor caching is off'))
+        .map((l) => (JSON.parse(l) as { pid: number }).pid);
+      assert.equal(warned.length, 2, `one warning per process: ${JSON.stringify(warned)}`);
+      assert.equal(new Set(warned).size, 2);
       const data = Buffer.alloc(600_000, 4);
       data.write('workers', 0);
       const b = blob(data);
