@@ -744,7 +744,10 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         await fsp.rm(p, { recursive: true, force: true });
         return;
       }
-      await fsp.rm(grave, { recursive: true, force: true });
+      // The path is gone from the tree: the delete is done. A writer whose rename resolved the directory's old
+      // path just before it moved can still land a file in the grave (Linux looks a path up before it locks the
+      // parent), so emptying it may meet ENOTEMPTY: retried, and what still fails is left to sweepTmp.
+      await fsp.rm(grave, { recursive: true, force: true, maxRetries: 5, retryDelay: 5 }).catch(() => undefined);
     },
 
     async sendTo(path, dest, o) {
