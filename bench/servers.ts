@@ -81,13 +81,12 @@ function pss(pid: number): number {
   }
 }
 
-/** Resets the process's VmHWM to its current RSS; false where the kernel does not allow it. */
-function resetHwm(pid: number): boolean {
+/** Resets the process's VmHWM to its current RSS (where the kernel allows it; else the peak runs on). */
+function resetHwm(pid: number): void {
   try {
     writeFileSync(`/proc/${pid}/clear_refs`, '5');
-    return true;
   } catch {
-    return false;
+    // exited meanwhile, or not ours to reset
   }
 }
 

@@ -81,21 +81,21 @@ export function openRegistry(config: BerthConfig, log: Logger = createLogger(con
     log.warn({ err, op, suppressed }, 'blob descriptor cache error: reads and writes fall through to storage, deletes answer 503 until it is back');
   });
   const cache = descriptorCache(config, log, onCacheError);
-  const driver = DRIVERS[config.storage.driver](config);
   return new Registry({
-    driver: checkedDriver(wrapDriver ? wrapDriver(driver) : driver),
+    driver: openDriver(config, wrapDriver),
     deleteEnabled: config.storage.deleteEnabled,
     ...(cache ? { descriptorCache: cache, onCacheError } : {}),
   });
 }
 
 /**
- * The configured storage driver alone, behind the path checks: for what needs storage but no registry (the
- * first process settling the shared secret and keys before it forks), so no descriptor cache is set up twice
- * and its warnings are not logged twice.
+ * The configured storage driver (inside `wrapDriver` if given) behind the path checks. Alone, it serves what
+ * needs storage but no registry (the first process settling the shared secret and keys before it forks), so
+ * no descriptor cache is set up twice and its warnings are not logged twice.
  */
-export function openDriver(config: BerthConfig): StorageDriver {
-  return checkedDriver(DRIVERS[config.storage.driver](config));
+export function openDriver(config: BerthConfig, wrapDriver?: DriverWrapper): StorageDriver {
+  const driver = DRIVERS[config.storage.driver](config);
+  return checkedDriver(wrapDriver ? wrapDriver(driver) : driver);
 }
 
 export function createLogger(config: BerthConfig): Logger {

@@ -56,13 +56,14 @@ const DIRECT_MIN_SLABS = 2;
  * 209 MiB against 191 with 8, at the same aggregate rate (`/tmp`-style curl pushes 258–273 vs 249–264 MB/s;
  * bench concurrent 435 vs 412 MB/s, inside its run-to-run spread of 1.3–1.4).
  */
-const directSlabs = new AlignedSlabs(DIRECT_SLAB, 4 * DIRECT_MIN_SLABS, 2000, () => writersInProcess > 0);
+const directSlabs = new AlignedSlabs(DIRECT_SLAB, 4 * DIRECT_MIN_SLABS, 2000, () => openWriters > 0);
 /**
- * Upload writers open in this process, over every filesystem driver: the slab pool is let go only when there are
- * none. Idle slabs in the middle of a burst (its direct writers done, the rest on the page cache) were let go
- * and cut again for the next burst each time, and letting go costs a full GC, ~100 ms under that load.
+ * Upload writers open in this process, over every filesystem driver: what the gather budget is shared by,
+ * whether a new upload is opened beside another (then O_DIRECT), and whether the slab pool may be let go.
+ * Idle slabs in the middle of a burst (its direct writers done, the rest on the page cache) were let go and cut
+ * again for the next burst each time, and letting go costs a full GC, ~100 ms under that load.
  */
-let writersInProcess = 0;
+let openWriters = 0;
 /** Alignment of O_DIRECT offsets, lengths and addresses: the largest logical block size in common use. */
 const DIO_ALIGN = 4096;
 
@@ -201,7 +202,6 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   const small = new Map<string, CachedFile>();
   const statSoon = statCoalescer();
   const reading = new Map<string, { version: FileVersion; data: Promise<Buffer> }>();
-  let openWriters = 0;
 
   const tmpDir = base + TMP_DIR;
   let tmpReady: Promise<unknown> | undefined;
@@ -311,7 +311,6 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     const h = await fsp.open(file, o?.append ? 'a' : 'w');
     const initial = o?.append ? (await h.stat()).size : 0;
     openWriters++;
-    writersInProcess++;
     let written = 0;
     // Flush in the background every FLUSH_EVERY bytes, so that the fsync before the acknowledgement
     // finds little left to write: disk writeback overlaps with receiving instead of following it.
@@ -386,7 +385,6 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       if (closed) return;
       closed = true;
       openWriters--;
-      writersInProcess--;
       if (!stream.destroyed && !stream.writableFinished) stream.destroy();
       await tail.catch(() => undefined);
       if (flushing) await flushing.catch(() => undefined);
@@ -447,7 +445,6 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     const fh = h;
     const dh = d;
     openWriters++;
-    writersInProcess++;
     const free = own.slice(1);
     let cur: Buffer | undefined = own[0];
     /** The filling slab holds bytes of this writer's (not only the head of a block read back). */
@@ -558,7 +555,6 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       if (closed) return;
       closed = true;
       openWriters--;
-      writersInProcess--;
       for (const w of waiting.splice(0)) w();
       if (!stream.destroyed && !stream.writableFinished) stream.destroy();
       await settled();
