@@ -82,7 +82,7 @@ export interface BerthOptions {
   deleteEnabled?: boolean;
   readonly?: boolean;
   port?: number;
-  /** Run the compiled `bin/berth.cjs` instead of the TypeScript source. */
+  /** Run the compiled `bin/berth.cjs` instead of the TypeScript source, as `npx berth` does: executed, so its shebang counts. */
   compiled?: boolean;
 }
 
@@ -112,8 +112,10 @@ http:
   secret: test-secret
 ${opts.extraYaml ?? ''}`,
   );
-  const args = opts.compiled ? [join(PROJECT_ROOT, 'bin/berth.cjs'), 'serve', cfg] : ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts'), 'serve', cfg];
-  const proc = spawn(process.execPath, args, { cwd: PROJECT_ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [cmd, args]: [string, string[]] = opts.compiled
+    ? [join(PROJECT_ROOT, 'bin/berth.cjs'), ['serve', cfg]]
+    : [process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts'), 'serve', cfg]];
+  const proc = spawn(cmd, args, { cwd: PROJECT_ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const output: string[] = [];
   const actualPort = await new Promise<number>((ok, fail) => {
     let buf = '';
