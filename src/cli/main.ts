@@ -115,7 +115,8 @@ async function serve(args: string[]): Promise<void> {
   // Every process must sign upload URLs (and tokens) with the same keys: settle them once, here.
   const driver = openDriver(config);
   const secret = config.http.secret ?? (await loadSecret(config, driver, log));
-  const env: NodeJS.ProcessEnv = { ...process.env, [WORKER_ENV]: '1', REGISTRY_HTTP_SECRET: secret };
+  // One glibc malloc arena, as bin/berth.cjs's shebang sets for the first process (glibc reads it at start).
+  const env: NodeJS.ProcessEnv = { MALLOC_ARENA_MAX: '1', ...process.env, [WORKER_ENV]: '1', REGISTRY_HTTP_SECRET: secret };
   if (config.auth) {
     const m = await import('../server/auth-setup.ts');
     const key = await m.loadTokenKeyPem(config, driver, log);

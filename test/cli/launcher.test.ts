@@ -58,9 +58,9 @@ function mallocArenas(pid: number): number {
   return n;
 }
 
-/** Arenas of each process of a compiled Berth with two workers, after a few concurrent uploads. */
-async function arenasWith(env: NodeJS.ProcessEnv): Promise<number[]> {
-  const r = await startBerth({ compiled: true, env, extraYaml: '  workers: 2\n' });
+/** Arenas of each process of a Berth with two workers (the primary's first), after a few concurrent uploads. */
+async function arenasWith(env: NodeJS.ProcessEnv, compiled = true): Promise<number[]> {
+  const r = await startBerth({ compiled, env, extraYaml: '  workers: 2\n' });
   try {
     for (let i = 0; i < 300 && !r.logs().includes('"msg":"all workers listening"'); i++) await new Promise((ok) => setTimeout(ok, 100));
     const body = Buffer.alloc(1 << 20, 7);
@@ -84,7 +84,7 @@ async function arenasWith(env: NodeJS.ProcessEnv): Promise<number[]> {
 }
 
 describe('bin/berth.cjs memory', () => {
-  it('runs the primary and its workers on one malloc arena, unless GLIBC_TUNABLES says otherwise', async () => {
+  it('runs the primary and its workers on one malloc arena, unless GLIBC_TUNABLES says otherwise; workers also when started past the shebang', async () => {
     const byDefault = await arenasWith({ MALLOC_ARENA_MAX: undefined, GLIBC_TUNABLES: undefined });
     assert.deepEqual(byDefault, [0, 0], `no per-thread arenas: ${byDefault.join(', ')}`);
     const overridden = await arenasWith({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=8' });
@@ -92,5 +92,9 @@ describe('bin/berth.cjs memory', () => {
       overridden.every((n) => n >= 1),
       `glibc's own arenas again with the operator's GLIBC_TUNABLES (so the count above can see them): ${overridden.join(', ')}`,
     );
+    // Started as `node <script>`, past the shebang: the first process has glibc's default, its workers still one arena.
+    const [primary, worker] = await arenasWith({ MALLOC_ARENA_MAX: undefined, GLIBC_TUNABLES: undefined }, false);
+    assert.ok(primary! >= 1, `the primary started without the shebang has arenas: ${primary}`);
+    assert.equal(worker, 0);
   });
 });
