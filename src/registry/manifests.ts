@@ -7,7 +7,7 @@ import { type Digest, type ParsedDigest, digestOf, tryParseDigest } from '../spe
 import { MediaType, IMAGE_MANIFEST_TYPES } from '../spec/media-types.ts';
 import { type Descriptor, MAX_MANIFEST_SIZE, parseManifest } from '../spec/manifest.ts';
 import type { RepoName, Tag } from '../spec/names.ts';
-import { isNotFound, type StorageDriver } from '../storage/driver.ts';
+import { type ContentWrite, isNotFound, putInOrder, type StorageDriver } from '../storage/driver.ts';
 import type { BlobStore } from './blobs.ts';
 import { byteCompare, exists, type ListingCache, listOrEmpty, readLink, remove, sortedListing } from './context.ts';
 import * as P from './paths.ts';
@@ -57,6 +57,15 @@ function describe(digest: Digest, body: Buffer): StoredManifest {
 
 /** Reference checks of one manifest PUT in flight at once. */
 const REFERENCE_CHECKS = 32;
+
+/** The files that point `tag` at a revision: the index link first, then `current`, as distribution writes them. */
+function tagWrites(name: RepoName, tag: Tag, digest: Digest): ContentWrite[] {
+  const link = Buffer.from(digest);
+  return [
+    { path: P.tagIndexLink(name, tag, digest), data: link },
+    { path: P.tagCurrentLink(name, tag), data: link },
+  ];
+}
 
 /**
  * What a lookup of one reference in one repository reads, kept per repository and reference: the same path
@@ -173,14 +182,18 @@ export class ManifestStore {
       throw new OciError('DIGEST_INVALID', { expected: ref.digest.digest, actual: digest });
     }
     await this.checkReferences(name, parsed.blobs, parsed.manifests);
-    if (!(await exists(this.driver, P.blobData(digest)))) await this.driver.putContent(P.blobData(digest), body);
-    await this.driver.putContent(P.revisionLink(name, digest), Buffer.from(digest));
+    // In this order, each durable before the next is visible: the bytes, the revision, its referrer entry, the tag.
+    const writes: ContentWrite[] = [];
+    if (!(await exists(this.driver, P.blobData(digest)))) writes.push({ path: P.blobData(digest), data: body });
+    const link = Buffer.from(digest);
+    writes.push({ path: P.revisionLink(name, digest), data: link });
+    const subject = parsed.subject?.digest;
+    if (subject) writes.push({ path: P.referrerLink(name, subject, digest), data: link });
+    if (ref.tag !== undefined) writes.push(...tagWrites(name, ref.tag, digest));
+    await putInOrder(this.driver, writes);
     // Only the global descriptor: the cache's repository memberships stand for layer links.
     await this.descriptors?.setDescriptor(digest, { digest, size: body.length, mediaType: parsed.mediaType });
-    const subject = parsed.subject?.digest;
-    if (subject) await this.driver.putContent(P.referrerLink(name, subject, digest), Buffer.from(digest));
     if (ref.tag !== undefined) {
-      await this.tag(name, ref.tag, digest);
       // A delete by digest that ran between the revision link and the tag missed this tag: it happened after
       // this put, so finish its work rather than leave the tag on a deleted revision.
       if ((await readLink(this.driver, P.revisionLink(name, digest))) !== digest && (await readLink(this.driver, P.tagCurrentLink(name, ref.tag))) === digest) {
@@ -212,12 +225,6 @@ export class ManifestStore {
     };
     await Promise.all(Array.from({ length: Math.min(REFERENCE_CHECKS, todo.length) }, worker));
     if (missing.length > 0) throw new OciError('MANIFEST_BLOB_UNKNOWN', { digest: missing.sort()[0], missing: missing.slice(0, 20) });
-  }
-
-  /** Points `tag` at a revision: the index link first, then `current`, as distribution does. */
-  async tag(name: RepoName, tag: Tag, digest: Digest): Promise<void> {
-    await this.driver.putContent(P.tagIndexLink(name, tag, digest), Buffer.from(digest));
-    await this.driver.putContent(P.tagCurrentLink(name, tag), Buffer.from(digest));
   }
 
   /** Deletes a tag (by tag) or a manifest revision and every tag pointing at it (by digest). */

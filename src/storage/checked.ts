@@ -4,7 +4,7 @@
  */
 import type { Writable } from 'node:stream';
 import { memoize } from '../spec/memo.ts';
-import { InvalidPathError, type SendOptions, type StorageDriver } from './driver.ts';
+import { InvalidPathError, putEach, type SendOptions, type StorageDriver } from './driver.ts';
 
 const PATH = /^(?:\/[A-Za-z0-9._:+-]+)+$|^\/$/;
 const DOT_COMPONENT = /\/\.\.?(?:\/|$)/;
@@ -23,6 +23,12 @@ function invalid(path: string): Promise<never> | undefined {
   return valid(path) ? undefined : Promise.reject(new InvalidPathError(path));
 }
 
+/** A rejection naming the first invalid path of several, else undefined. */
+function invalidAny(paths: readonly string[]): Promise<never> | undefined {
+  const bad = paths.find((p) => !valid(p));
+  return bad === undefined ? undefined : invalid(bad);
+}
+
 /**
  * Plain functions handing back the inner driver's promise, not `async` wrappers: those added a promise and its
  * microtask turns to every storage call, several per manifest GET. Every driver method is `async`, so none
@@ -31,12 +37,15 @@ function invalid(path: string): Promise<never> | undefined {
 export function checkedDriver(inner: StorageDriver): StorageDriver {
   const sendTo = inner.sendTo?.bind(inner);
   const removeEmptyDir = inner.removeEmptyDir?.bind(inner);
+  const putContents = inner.putContents?.bind(inner);
   return {
     ...(sendTo ? { sendTo: (p: string, dest: Writable, o: SendOptions) => invalid(p) ?? sendTo(p, dest, o) } : {}),
     ...(removeEmptyDir ? { removeEmptyDir: (p: string) => invalid(p) ?? removeEmptyDir(p) } : {}),
     name: inner.name,
     getContent: (p, o) => invalid(p) ?? inner.getContent(p, o),
     putContent: (p, d, o) => invalid(p) ?? inner.putContent(p, d, o),
+    // Every path checked before any file is put.
+    putContents: (fs, o) => invalidAny(fs.map((f) => f.path)) ?? (putContents ? putContents(fs, o) : putEach(inner, fs, o)),
     reader: (p, off, o) => invalid(p) ?? inner.reader(p, off, o),
     writer: (p, o) => invalid(p) ?? inner.writer(p, o),
     stat: (p, o) => invalid(p) ?? inner.stat(p, o),

@@ -66,6 +66,12 @@ export interface StorageDriver {
   getContent(path: string, opts?: IoOptions & { maxSize?: number }): Promise<Buffer>;
   /** Atomically replaces a file's content (temporary name, fsync, rename), creating parents. */
   putContent(path: string, data: Uint8Array, opts?: IoOptions): Promise<void>;
+  /**
+   * Optional: puts files in order, each durable before the next becomes visible, as `putContent` one after the
+   * other would, but free to prepare them all at once first. A failure leaves the files before it put and none
+   * after it. Callers use {@link putInOrder}.
+   */
+  putContents?(files: readonly ContentWrite[], opts?: IoOptions): Promise<void>;
   /** A stream of the file's bytes from `offset` to `end` (inclusive, default end of file). */
   reader(path: string, offset?: number, opts?: IoOptions & { end?: number; highWaterMark?: number }): Promise<Readable>;
   /** Opens a writer; with `append` it continues an existing file, otherwise truncates or creates it. */
@@ -90,6 +96,22 @@ export interface StorageDriver {
   removeEmptyDir?(path: string): Promise<boolean>;
   /** A URL a client may be redirected to for reading, or undefined when the driver has none. */
   redirectUrl(path: string, method: 'GET' | 'HEAD'): Promise<string | undefined>;
+}
+
+/** One file of {@link StorageDriver.putContents}. */
+export interface ContentWrite {
+  path: string;
+  data: Uint8Array;
+}
+
+/** Puts files in order, each durable before the next becomes visible: the driver's `putContents`, or `putContent` in turn. */
+export function putInOrder(driver: StorageDriver, files: readonly ContentWrite[], opts?: IoOptions): Promise<void> {
+  return driver.putContents ? driver.putContents(files, opts) : putEach(driver, files, opts);
+}
+
+/** `putContent` of each file in turn: `putContents` for a driver with nothing better. */
+export async function putEach(driver: StorageDriver, files: readonly ContentWrite[], opts?: IoOptions): Promise<void> {
+  for (const f of files) await driver.putContent(f.path, f.data, opts);
 }
 
 export class PathNotFoundError extends Error {

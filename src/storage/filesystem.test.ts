@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { constants, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { constants, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -174,3 +174,64 @@ async function takesDirect(dir: string): Promise<boolean> {
     rmSync(probe);
   }
 }
+
+test('filesystem: putContents publishes in order, and a failure leaves nothing after it: no file, no new directory, no temporary file', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'berth-fs-'));
+  try {
+    const d = filesystemDriver({ rootdirectory: root });
+    const repo = '/docker/registry/v2/repositories/r/_manifests';
+    const files = [
+      { path: `${repo}/revisions/sha256/aa/link`, data: Buffer.from('sha256:aa') },
+      { path: `${repo}/tags/t/index/sha256/aa/link`, data: Buffer.from('sha256:aa') },
+      { path: `${repo}/tags/t/current/link`, data: Buffer.from('sha256:aa') },
+    ];
+    await d.putContents!(files);
+    for (const f of files) assert.equal(readFileSync(join(root, f.path), 'utf8'), 'sha256:aa');
+    // The second file cannot be made (a file stands where its directory would be): none is put, and the
+    // directories made for the others are taken back.
+    writeFileSync(join(root, repo, 'tags/blocked'), 'a file');
+    const failing = [
+      { path: `${repo}/revisions/sha256/bb/link`, data: Buffer.from('sha256:bb') },
+      { path: `${repo}/tags/blocked/index/sha256/bb/link`, data: Buffer.from('sha256:bb') },
+      { path: `${repo}/tags/u/index/sha256/bb/link`, data: Buffer.from('sha256:bb') },
+      { path: `${repo}/tags/u/current/link`, data: Buffer.from('sha256:bb') },
+    ];
+    await assert.rejects(d.putContents!(failing));
+    assert.deepEqual(readdirSync(join(root, repo, 'tags')).sort(), ['blocked', 't'], 'no tag directory left by the failed put');
+    assert.deepEqual(readdirSync(join(root, repo, 'revisions/sha256')), ['aa']);
+    assert.deepEqual(readdirSync(join(root, TMP_DIR)), [], 'no temporary file left');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('filesystem: putting the bytes a file already holds (its cached copy current) keeps the file; other bytes replace it', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'berth-fs-'));
+  try {
+    const d = filesystemDriver({ rootdirectory: root });
+    const link = '/docker/registry/v2/repositories/r/_manifests/revisions/sha256/aa/link';
+    const inode = (): number => statSync(join(root, link)).ino;
+    await d.putContent(link, Buffer.from('sha256:aa'));
+    const first = inode();
+    // Not read yet, so not known to hold the bytes: written again.
+    await d.putContent(link, Buffer.from('sha256:aa'));
+    assert.notEqual(inode(), first);
+    const second = inode();
+    assert.equal((await d.getContent(link)).toString(), 'sha256:aa');
+    await d.putContent(link, Buffer.from('sha256:aa'));
+    assert.equal(inode(), second, 'the same bytes again: no new file');
+    await d.putContents!([{ path: link, data: Buffer.from('sha256:aa') }]);
+    assert.equal(inode(), second);
+    await d.putContent(link, Buffer.from('sha256:ab'));
+    assert.notEqual(inode(), second, 'other bytes: a new file');
+    assert.equal((await d.getContent(link)).toString(), 'sha256:ab');
+    // Changed behind the driver's back to the bytes it is then given: the stat sees the new version, the cache
+    // does not hold it, so it is written (never skipped on a stale cached copy).
+    writeFileSync(join(root, link), 'sha256:ac');
+    await d.putContent(link, Buffer.from('sha256:ab'));
+    assert.equal(readFileSync(join(root, link), 'utf8'), 'sha256:ab');
+    assert.deepEqual(readdirSync(join(root, TMP_DIR)), []);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

@@ -71,6 +71,8 @@ interface Ack {
   status: number;
   index: number;
   renames: number;
+  /** Pairs of renames checked for their order. */
+  ordered: number;
   syncs: number;
 }
 
@@ -87,11 +89,25 @@ function checkDurability(calls: Call[], root: string): Ack[] {
     const before = calls.slice(0, idx);
     const synced = (path: string, after: number): boolean => before.some((s) => SYNC.has(s.name) && s.path === path && s.start > after && s.end < c.start);
     let renames = 0;
+    let ordered = 0;
     for (const w of segment.filter((x) => WRITE.has(x.name) && x.path.startsWith(root) && !x.path.includes('/.berth-tmp/'))) {
       const last = Math.max(...segment.filter((x) => WRITE.has(x.name) && x.path === w.path).map((x) => x.end));
       assert.ok(synced(w.path, last), `HTTP ${status} at line ${c.start}: ${w.path} was written but not flushed before the acknowledgement`);
     }
-    for (const r of segment.filter((x) => x.name.startsWith('rename') && x.to?.startsWith(root) && !x.to.includes('/.berth-tmp/'))) {
+    const intoTree = segment.filter((x) => x.name.startsWith('rename') && x.to?.startsWith(root) && !x.to.includes('/.berth-tmp/'));
+    // A manifest PUT's files in order, each visible only once the one before it is durable: a tag never lands
+    // before its revision link, nor a revision link before the manifest's bytes. (A blob's data and its layer
+    // link are written side by side on purpose: a link without its data names a blob not there yet.)
+    const ordering = intoTree.some((r) => r.to!.includes('/_manifests/')) ? intoTree : [];
+    for (let i = 1; i < ordering.length; i++) {
+      const [prev, next] = [ordering[i - 1]!, ordering[i]!];
+      assert.ok(
+        before.some((s) => SYNC.has(s.name) && s.path === dirname(prev.to!) && s.start > prev.end && s.end < next.start),
+        `HTTP ${status} at line ${c.start}: ${next.to} was renamed into place before ${prev.to} was durable`,
+      );
+      ordered++;
+    }
+    for (const r of intoTree) {
       renames++;
       const writes = before.filter((x) => WRITE.has(x.name) && x.path === r.path && x.end < r.start);
       const lastWrite = writes.length > 0 ? Math.max(...writes.map((x) => x.end)) : -1;
@@ -101,7 +117,7 @@ function checkDurability(calls: Call[], root: string): Ack[] {
       );
       assert.ok(synced(dirname(r.to!), r.end), `HTTP ${status} at line ${c.start}: directory of ${r.to} not flushed after the rename`);
     }
-    acks.push({ status: Number(status), index: c.start, renames, syncs: segment.filter((x) => SYNC.has(x.name)).length });
+    acks.push({ status: Number(status), index: c.start, renames, ordered, syncs: segment.filter((x) => SYNC.has(x.name)).length });
   });
   return acks;
 }
@@ -197,10 +213,20 @@ describe('reliability: acknowledged data is flushed before the acknowledgement (
     assert.equal(acks.filter((a) => a.status === 202).length, 3, JSON.stringify(acks));
     // And each 201 renamed something into place (the checks above did not pass vacuously).
     for (const a of acks.filter((x) => x.status === 201)) assert.ok(a.renames > 0, JSON.stringify(a));
+    // The manifest PUTs by tag put several files each (bytes, revision, [referrer,] tag index, tag): ordered.
+    assert.ok(acks.filter((a) => a.ordered >= 3).length >= 2, JSON.stringify(acks));
     // The checker catches what it claims to: without the directory flushes, or without the file flushes, it fails.
     const dirs = new Set(calls.filter((x) => x.to).map((x) => dirname(x.to!)));
     assert.throws(() => checkDurability(calls.filter((x) => !(SYNC.has(x.name) && dirs.has(x.path))), root), /not flushed after the rename/);
     assert.throws(() => checkDurability(calls.filter((x) => !(x.name === 'fdatasync')), root), /flushed/);
+    // Directory flushes delayed to just before each acknowledgement still pass the rules above, not the order.
+    const ackAt = calls.filter((x) => WRITE.has(x.name) && /socket:/.test(x.path) && /"HTTP\/1\.1 \d{3} /.test(x.text)).map((x) => x.start);
+    const late = calls.map((x) => {
+      if (!(SYNC.has(x.name) && dirs.has(x.path))) return x;
+      const at = ackAt.find((a) => a > x.end)!;
+      return { ...x, start: at - 0.5, end: at - 0.5 };
+    });
+    assert.throws(() => checkDurability(late, root), /before .* was durable/);
     report('durability', {
       acknowledgements: acks.length,
       renamesChecked: acks.reduce((n, a) => n + a.renames, 0),
