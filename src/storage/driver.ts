@@ -68,8 +68,8 @@ export interface StorageDriver {
   putContent(path: string, data: Uint8Array, opts?: IoOptions): Promise<void>;
   /**
    * Optional: puts files in order, each durable before the next becomes visible, as `putContent` one after the
-   * other would, but free to prepare them all at once first. A failure leaves the files before it put and none
-   * after it. Callers use {@link putInOrder}.
+   * other would, but free to prepare them all at once first. A failure puts none of the files after it (the ones
+   * before it may or may not be put). Callers use {@link putInOrder}.
    */
   putContents?(files: readonly ContentWrite[], opts?: IoOptions): Promise<void>;
   /** A stream of the file's bytes from `offset` to `end` (inclusive, default end of file). */

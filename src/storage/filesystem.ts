@@ -316,23 +316,24 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     return tmp;
   }
 
-  /** The small-file cache's copy of `file`, when it is the file's current version (a stat, no read). */
-  async function cachedNow(file: string): Promise<CachedFile | undefined> {
+  /**
+   * The small-file cache's copy of `file` when it is the file's current version (a stat, no read) and holds
+   * exactly `data`: a manifest pushed again, a tag moved to where it points. Such a put writes nothing.
+   */
+  async function alreadyHolds(file: string, data: Uint8Array): Promise<CachedFile | undefined> {
+    if (data.length > SMALL_FILE) return undefined;
     const st = await statSoon(file).catch(() => undefined);
     const hit = st && !st.isDirectory() ? small.get(file) : undefined;
-    return hit && st && sameFile(hit, st) ? hit : undefined;
+    return hit && st && sameFile(hit, st) && hit.data.equals(data) ? hit : undefined;
   }
 
   /**
    * A put's first step, which may run beside other puts' first steps: the bytes in a temporary file and the
-   * parents made, side by side. A file that already holds exactly these bytes (its cached copy is current) gets
-   * no new copy: a manifest pushed again, a tag moved to where it points.
+   * parents made, side by side (nothing for a file that already holds the bytes).
    */
   async function prepare(file: string, data: Uint8Array): Promise<PreparedPut> {
-    if (data.length <= SMALL_FILE) {
-      const now = await cachedNow(file);
-      if (now?.data.equals(data)) return { file, holds: now };
-    }
+    const holds = await alreadyHolds(file, data);
+    if (holds) return { file, holds };
     const [tmp, parents] = await Promise.allSettled([writeTmp(data), ensureParent(file)]);
     if (tmp.status === 'fulfilled' && parents.status === 'fulfilled') return { file, tmp: tmp.value, created: parents.value };
     await undo([{ file, tmp: tmp.status === 'fulfilled' ? tmp.value : undefined, created: parents.status === 'fulfilled' ? parents.value : undefined }]);
@@ -378,7 +379,8 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   /**
    * Puts files in order, each durable before the next becomes visible; the temporary copies and parents of all
    * are made at once first, so a manifest put by tag (revision link, tag index link, tag link) waits for four
-   * rounds of flushes instead of eight. A failure leaves the files before it put and none after it.
+   * rounds of flushes instead of eight. A failure puts none of the files after it (none at all when it comes
+   * while preparing), and takes back the temporary files and empty directories made for them.
    */
   async function putAll(files: readonly ContentWrite[]): Promise<void> {
     const prepared = await Promise.allSettled(files.map((f) => prepare(full(f.path), f.data)));
@@ -779,10 +781,8 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       // One file: straight through. Through the batch path, 2,000 upload sessions opened 32 at a time grew the
       // process by 31–35 MiB instead of 18–25 (slow-clients reliability test), for nothing to overlap.
       const file = full(path);
-      if (data.length <= SMALL_FILE) {
-        const now = await cachedNow(file);
-        if (now?.data.equals(data)) return publish({ file, holds: now });
-      }
+      const holds = await alreadyHolds(file, data);
+      if (holds) return publish({ file, holds });
       const tmp = await writeTmp(data);
       try {
         await renameInto(tmp, file);
@@ -792,9 +792,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       }
     },
 
-    putContents(files) {
-      return putAll(files);
-    },
+    putContents: putAll,
 
     async reader(path, offset = 0, o) {
       let h;
