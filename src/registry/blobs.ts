@@ -369,7 +369,7 @@ export class BlobStore {
       if (hash) return hash.update(chunks, givenUp);
       if (givenUp) for (const c of chunks) releaseChunk(c);
     };
-    const writer = await this.driver.writer(P.uploadData(name, id), { append: true, signal: opts.signal, onWritten });
+    const writer = await this.driver.writer(P.uploadData(name, id), { append: true, signal: opts.signal, onWritten, expectedBytes: opts.length });
     const failure = { byClient: false };
     try {
       await pump(body, writer.stream, opts.signal, failure);

@@ -31,6 +31,8 @@ export interface WriterOptions {
    * callee's backpressure. Used to hash an upload after its bytes are stored, off the event loop.
    */
   onWritten?: (chunks: Buffer[]) => void | Promise<void>;
+  /** The bytes the caller expects to write (a request's Content-Length), when it knows. */
+  expectedBytes?: number;
 }
 
 /** A writer for one file. Bytes become durable and visible only at `commit()`. */

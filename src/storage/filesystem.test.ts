@@ -97,7 +97,7 @@ function oddChunks(total: number, seed: number): Buffer[] {
   return out;
 }
 
-test('filesystem: continued and concurrent uploads go straight to the device and read back byte for byte', { skip: existsSync('/proc/self/fdinfo') ? false : 'needs /proc/self/fdinfo (Linux) to see which descriptors are O_DIRECT' }, async () => {
+test('filesystem: uploads go straight to the device (those announced below a slab through the page cache) and read back byte for byte', { skip: existsSync('/proc/self/fdinfo') ? false : 'needs /proc/self/fdinfo (Linux) to see which descriptors are O_DIRECT' }, async () => {
   const root = mkdtempSync(join(tmpdir(), 'berth-direct-'));
   try {
     // tmpfs refuses O_DIRECT: the writers then go through the page cache, and everything below still holds.
@@ -106,8 +106,8 @@ test('filesystem: continued and concurrent uploads go straight to the device and
     const file = join(root, 'up/data');
     const want = createHash('sha256');
     let size = 0;
-    const append = async (chunks: Buffer[], expectDirect: boolean): Promise<void> => {
-      const w = await d.writer('/up/data', { append: true });
+    const append = async (chunks: Buffer[], expectDirect: boolean, expectedBytes?: number): Promise<void> => {
+      const w = await d.writer('/up/data', { append: true, expectedBytes });
       assert.equal(openDirect(file), direct && expectDirect, `O_DIRECT at ${size} bytes`);
       await pipeline(Readable.from(chunks), w.stream);
       await w.commit();
@@ -117,20 +117,23 @@ test('filesystem: continued and concurrent uploads go straight to the device and
       }
       assert.equal(w.size(), size);
     };
-    // A lone fresh upload through the page cache, then appends starting inside a block, across several slabs.
-    await append(oddChunks(5_000, 1), false);
-    await append(oddChunks(3 * 1024 * 1024 + 17, 2), true);
-    await append(oddChunks(4096 * 3, 3), true);
+    // A small fresh upload announced as such through the page cache; then appends starting inside a block,
+    // across many slabs (filled while writes are in flight, so written several in one call, and flushed on the
+    // way), of whole blocks only, of one byte; and a small one announced again.
+    await append(oddChunks(5_000, 1), false, 5_000);
+    await append(oddChunks(11 * 1024 * 1024 + 17, 2), true);
+    await append(oddChunks(4096 * 3, 3), true, 4096 * 3 * 100);
     await append(oddChunks(1, 4), true);
+    await append(oddChunks(70_000, 8), false, 70_000);
     assert.equal((await d.stat('/up/data')).size, size);
     const got = createHash('sha256');
     for await (const c of await d.reader('/up/data')) got.update(c as Buffer);
     assert.equal(got.digest('hex'), want.digest('hex'));
 
-    // Two fresh uploads at once: the second is direct. Both read back whole.
+    // Two fresh uploads at once, both direct (the first takes more slabs). Both read back whole.
     const a = await d.writer('/a/data', { append: true });
     const b = await d.writer('/b/data', { append: true });
-    assert.equal(openDirect(join(root, 'a/data')), false);
+    assert.equal(openDirect(join(root, 'a/data')), direct);
     assert.equal(openDirect(join(root, 'b/data')), direct);
     const ca = oddChunks(2 * 1024 * 1024 + 3, 5);
     const cb = oddChunks(1024 * 1024 - 5, 6);

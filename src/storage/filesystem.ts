@@ -35,28 +35,30 @@ const GATHER_BUDGET = 2 * 1024 * 1024;
 const MIN_BATCH = 64 * 1024;
 
 /**
- * Some uploads are written with O_DIRECT through page-aligned slabs of this size, so that their bytes go to
- * the device without passing through the page cache: a continued upload (a chunked push's every PATCH after the
- * first) and every upload opened while another is open. Measured here (2-core VM with free page reporting, ext4
- * on virtio-blk): writing 1 GiB through the page cache costs either ~25 or 180–290 ticks of kernel CPU,
- * bimodal from run to run (pages the host has taken back fault in again), O_DIRECT 8–20 in every run; and an
- * upload's bytes must be durable before they are acknowledged anyway, so a PATCH's final fdatasync finds them
- * on the device already. A lone fresh upload stays on the page cache: ext4 serialises direct writes that
- * extend a file (one device round trip each), which held a 1 GiB monolithic push to 637–728 MB/s where
- * buffered writes did 760–916. Bench (`--only mono,chunked,concurrent --runs 3`, two runs of each build):
- * chunked 326–547 → 492–515 MB/s, 32 concurrent 337–382 → 450–530, monolithic unchanged (579–741 → 722–870).
+ * Uploads are written with O_DIRECT through page-aligned slabs of this size, so that their bytes go to the
+ * device without passing through the page cache. Measured here (2-core VM with free page reporting, ext4 on
+ * virtio-blk): writing through the page cache costs either ~25 or 180–290 ticks of kernel CPU per GiB, and
+ * which one depends on whether the host still backs the free pages the kernel hands out (after a few GiB
+ * written, it mostly does not: one process, 1 GiB pushes in a row, buffered 734–826 MB/s for the first three,
+ * then 273–370 at 246–357 kernel ticks each); direct writes cost 50–70 in every run. ext4 serialises direct
+ * writes that extend a file (each holds the inode lock until the device has the bytes), so a writer has one
+ * write in flight and the slabs filled meanwhile go down together in one `pwritev`; and it flushes in the
+ * background as it goes, like the buffered writer (the device's cache, and the host's, took 0.6 s to flush
+ * a 1 GiB push written without). Same run of pushes: direct 501–670 MB/s throughout. An upload announced
+ * below a slab goes through the page cache: a device round trip would be all its cost.
  */
 const DIRECT_SLAB = 1024 * 1024;
-/** Slabs per direct writer while the pool is roomy (one filling, the rest being written), and at least. */
+/** Slabs for a direct writer opened alone (one filling while the others are written), and beside others. */
 const DIRECT_SLABS = 4;
 const DIRECT_MIN_SLABS = 2;
 /**
- * Direct writers per process at the minimum; more uploads at once are written through the page cache. Four
- * (8 MiB of slabs): with 16 slabs, 32 concurrent pushes held the summed peak RSS of the bench's two processes at
+ * Slabs per process (8 MiB): three or four direct writers at once; more uploads at once are written through
+ * the page cache. With 16 slabs, 32 concurrent pushes held the summed peak RSS of the bench's two processes at
  * 209 MiB against 191 with 8, at the same aggregate rate (`/tmp`-style curl pushes 258–273 vs 249–264 MB/s;
- * bench concurrent 435 vs 412 MB/s, inside its run-to-run spread of 1.3–1.4).
+ * bench concurrent 435 vs 412 MB/s, inside its run-to-run spread of 1.3–1.4). Smaller slabs for more direct
+ * writers (32 or 64 of 256 KiB) did no better: bench concurrent 523 and 564 against 589 MB/s.
  */
-const directSlabs = new AlignedSlabs(DIRECT_SLAB, 4 * DIRECT_MIN_SLABS, 2000, () => openWriters > 0);
+const directSlabs = new AlignedSlabs(DIRECT_SLAB, 8, 2000, () => openWriters > 0);
 /**
  * Upload writers open in this process, over every filesystem driver: what the gather budget is shared by,
  * whether a new upload is opened beside another (then O_DIRECT), and whether the slab pool may be let go.
@@ -552,8 +554,9 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   }
 
   /**
-   * A writer with O_DIRECT (see DIRECT_SLAB): chunks are copied into page-aligned slabs, each full slab is
-   * written straight to the device, several at once, and the last partial block goes through the page cache.
+   * A writer with O_DIRECT (see DIRECT_SLAB): chunks are copied into page-aligned slabs, full slabs are written
+   * straight to the device (those filled while a write was in flight together, in the next one), and the last
+   * partial block goes through the page cache.
    * An append that starts inside a block reads that block's head back into the first slab and rewrites it.
    * Undefined when no slabs are free (many uploads at once) or the file system refuses O_DIRECT (then
    * `unsupported` is called and the driver stops trying).
@@ -561,7 +564,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   async function directWriter(file: string, o: WriterOptions | undefined, unsupported: () => void): Promise<FileWriter | undefined> {
     if (directSlabs.available() < DIRECT_MIN_SLABS) return undefined;
     const own: Buffer[] = [];
-    const want = directSlabs.available() >= DIRECT_SLABS * 4 ? DIRECT_SLABS : DIRECT_MIN_SLABS;
+    const want = openWriters === 0 ? DIRECT_SLABS : DIRECT_MIN_SLABS;
     for (let b = directSlabs.take(); b; b = own.length < want ? directSlabs.take() : undefined) own.push(b);
     // Emptied as the slabs go back: a closed writer's closures can outlive it (an upload session remembered
     // for a while), and a slab still referenced keeps the pool's whole memory from being collected once idle.
@@ -613,11 +616,24 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     let copied: Buffer[] = [];
     let copiedBytes = 0;
 
-    const writeSlab = async (slab: Buffer, len: number, at: number): Promise<void> => {
+    /** Filled slabs waiting for the write before them, in file order (contiguous). */
+    const queued: { slab: Buffer; len: number }[] = [];
+    /** File position of the first queued slab. */
+    let queuedAt = slabPos;
+    /**
+     * Writes a run of slabs at `at`: straight to the device in one call when every length is a whole number of
+     * blocks, the rest (the partial last block, a short direct write, no O_DIRECT) through the page cache.
+     */
+    const writeRun = async (run: { slab: Buffer; len: number }[], at: number): Promise<void> => {
+      let total = 0;
+      for (const r of run) total += r.len;
       let done = 0;
-      if (direct && len % DIO_ALIGN === 0) {
+      if (direct && run.every((r) => r.len % DIO_ALIGN === 0)) {
         try {
-          done = (await dh.write(slab, 0, len, at)).bytesWritten;
+          done =
+            run.length === 1
+              ? (await dh.write(run[0]!.slab, 0, run[0]!.len, at)).bytesWritten
+              : (await dh.writev(run.map((r) => (r.len === r.slab.length ? r.slab : r.slab.subarray(0, r.len))), at)).bytesWritten;
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
           // The device wants a larger alignment than DIO_ALIGN: this writer and the driver go without.
@@ -625,33 +641,75 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
           unsupported();
         }
       }
-      // The partial last block, the rest of a short direct write, or no O_DIRECT: through the page cache.
-      while (done < len) {
-        const n = (await fh.write(slab, done, len - done, at + done)).bytesWritten;
-        if (n === 0) throw Object.assign(new Error('the file system accepted no bytes'), { code: 'EIO' });
-        done += n;
+      let pos = 0;
+      for (const r of run) {
+        for (let off = Math.max(0, done - pos); off < r.len; ) {
+          const n = (await fh.write(r.slab, off, r.len - off, at + pos + off)).bytesWritten;
+          if (n === 0) throw Object.assign(new Error('the file system accepted no bytes'), { code: 'EIO' });
+          off += n;
+        }
+        pos += r.len;
       }
-      extent = Math.max(extent, at + len);
+      extent = Math.max(extent, at + total);
+      // As in the buffered writer, flushed in the background as it goes: the device's own cache (and the
+      // host's, on a VM) takes as long to flush as it took to fill, and a single flush at the end stalled the
+      // acknowledgement of a 1 GiB push for 0.6 s.
+      unflushed += total;
+      if (durable && unflushed >= FLUSH_EVERY && !flushing) {
+        unflushed = 0;
+        flushing = fh.datasync().then(
+          () => {
+            flushing = undefined;
+          },
+          (e: unknown) => {
+            failure ??= e;
+            flushing = undefined;
+          },
+        );
+      }
     };
-    /** Starts writing the filling slab at its position (at most all but one slab are written at once). */
-    const submit = (): void => {
-      const slab = cur!;
-      const len = fill;
-      const at = slabPos;
-      cur = undefined;
-      fill = 0;
-      fresh = false;
-      slabPos += len;
-      const p: Promise<void> = writeSlab(slab, len, at)
+    let unflushed = 0;
+    let flushing: Promise<void> | undefined;
+    /**
+     * Writes what is queued, one write at a time: an upload only ever appends, and ext4 serialises direct
+     * writes that extend a file anyway (each holds the inode lock until the device has the bytes, and costs a
+     * journal update of the size), so the slabs that filled meanwhile go down together in one `pwritev`.
+     */
+    const pump = (): void => {
+      if (writing || queued.length === 0) return;
+      if (failure !== undefined) {
+        for (const q of queued.splice(0)) free.push(q.slab);
+        return;
+      }
+      // Whole blocks together; a partial last block alone after them.
+      let n = 0;
+      while (n < queued.length && queued[n]!.len % DIO_ALIGN === 0) n++;
+      const run = queued.splice(0, Math.max(1, n));
+      const at = queuedAt;
+      for (const r of run) queuedAt += r.len;
+      const p: Promise<void> = writeRun(run, at)
         .catch((e: unknown) => {
           failure ??= e;
         })
         .finally(() => {
+          writing = undefined;
           pending.delete(p);
-          free.push(slab);
-          waiting.shift()?.();
+          for (const r of run) free.push(r.slab);
+          pump();
+          for (const w of waiting.splice(0)) w();
         });
+      writing = p;
       pending.add(p);
+    };
+    let writing: Promise<void> | undefined;
+    /** Queues the filling slab behind the ones before it. */
+    const submit = (): void => {
+      queued.push({ slab: cur!, len: fill });
+      slabPos += fill;
+      cur = undefined;
+      fill = 0;
+      fresh = false;
+      pump();
     };
     const nextSlab = async (): Promise<Buffer> => {
       while (free.length === 0 && !closed && failure === undefined) await new Promise<void>((r) => waiting.push(r));
@@ -711,6 +769,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       for (const w of waiting.splice(0)) w();
       if (!stream.destroyed && !stream.writableFinished) stream.destroy();
       await settled();
+      if (flushing) await flushing;
       // A write that failed may have left a hole before later ones: keep only what this writer found.
       if (failure !== undefined) await fh.truncate(initial).catch(() => undefined);
       free.length = 0;
@@ -720,20 +779,12 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     };
     return writerAround(file, o, initial, stream, () => extent, close, async () => {
       await settled();
+      if (flushing) await flushing;
       if (failure !== undefined) throw failure;
       // The slabs went to the device; fdatasync makes the file's size and blocks durable and flushes the
       // device's cache (and the partial last block, written through the page cache).
       await fh.datasync();
     });
-  }
-
-  /** The size of a file, 0 when absent. */
-  async function sizeIfAny(file: string): Promise<number> {
-    try {
-      return (await fsp.stat(file)).size;
-    } catch {
-      return 0;
-    }
   }
 
   return {
@@ -823,8 +874,8 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     async writer(path, o): Promise<FileWriter> {
       const file = full(path);
       await ensureParent(file);
-      // Direct for a continued upload or beside another one, the page cache for a lone fresh one (DIRECT_SLAB).
-      if (durable && directIo && (openWriters > 0 || (o?.append === true && (await sizeIfAny(file)) > 0))) {
+      // Direct unless announced smaller than a slab (DIRECT_SLAB); only when flushing, as it is for durability's sake.
+      if (durable && directIo && !((o?.expectedBytes ?? DIRECT_SLAB) < DIRECT_SLAB)) {
         const w = await directWriter(file, o, () => (directIo = false));
         if (w) return w;
       }
