@@ -48,7 +48,7 @@ const MIN_BATCH = 64 * 1024;
  * below a slab goes through the page cache: a device round trip would be all its cost.
  */
 const DIRECT_SLAB = 1024 * 1024;
-/** Slabs for a direct writer opened alone (one filling while the others are written), and beside others. */
+/** Slabs for a direct writer while the pool has room for two such (one filling, the others being written), and at least. */
 const DIRECT_SLABS = 4;
 const DIRECT_MIN_SLABS = 2;
 /**
@@ -564,7 +564,8 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
   async function directWriter(file: string, o: WriterOptions | undefined, unsupported: () => void): Promise<FileWriter | undefined> {
     if (directSlabs.available() < DIRECT_MIN_SLABS) return undefined;
     const own: Buffer[] = [];
-    const want = openWriters === 0 ? DIRECT_SLABS : DIRECT_MIN_SLABS;
+    // From the pool, not from openWriters: writers opened at the same moment count each other only later.
+    const want = directSlabs.available() >= 2 * DIRECT_SLABS ? DIRECT_SLABS : DIRECT_MIN_SLABS;
     for (let b = directSlabs.take(); b; b = own.length < want ? directSlabs.take() : undefined) own.push(b);
     // Emptied as the slabs go back: a closed writer's closures can outlive it (an upload session remembered
     // for a while), and a slab still referenced keeps the pool's whole memory from being collected once idle.
@@ -621,19 +622,22 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     /** File position of the first queued slab. */
     let queuedAt = slabPos;
     /**
-     * Writes a run of slabs at `at`: straight to the device in one call when every length is a whole number of
-     * blocks, the rest (the partial last block, a short direct write, no O_DIRECT) through the page cache.
+     * Writes a run of slabs at `at`: its whole blocks straight to the device in one call, the rest (the partial
+     * last block, a short direct write, no O_DIRECT) through the page cache.
      */
     const writeRun = async (run: { slab: Buffer; len: number }[], at: number): Promise<void> => {
       let total = 0;
       for (const r of run) total += r.len;
+      const blocks: Buffer[] = [];
+      for (const r of run) {
+        const whole = r.len - (r.len % DIO_ALIGN);
+        if (whole > 0) blocks.push(whole === r.slab.length ? r.slab : r.slab.subarray(0, whole));
+        if (whole !== r.len) break;
+      }
       let done = 0;
-      if (direct && run.every((r) => r.len % DIO_ALIGN === 0)) {
+      if (direct && blocks.length > 0) {
         try {
-          done =
-            run.length === 1
-              ? (await dh.write(run[0]!.slab, 0, run[0]!.len, at)).bytesWritten
-              : (await dh.writev(run.map((r) => (r.len === r.slab.length ? r.slab : r.slab.subarray(0, r.len))), at)).bytesWritten;
+          done = blocks.length === 1 ? (await dh.write(blocks[0]!, 0, blocks[0]!.length, at)).bytesWritten : (await dh.writev(blocks, at)).bytesWritten;
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
           // The device wants a larger alignment than DIO_ALIGN: this writer and the driver go without.
@@ -681,10 +685,10 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         for (const q of queued.splice(0)) free.push(q.slab);
         return;
       }
-      // Whole blocks together; a partial last block alone after them.
+      // Everything queued, up to a partial block (only ever the last slab of all).
       let n = 0;
-      while (n < queued.length && queued[n]!.len % DIO_ALIGN === 0) n++;
-      const run = queued.splice(0, Math.max(1, n));
+      while (n < queued.length && queued[n++]!.len % DIO_ALIGN === 0);
+      const run = queued.splice(0, n);
       const at = queuedAt;
       for (const r of run) queuedAt += r.len;
       const p: Promise<void> = writeRun(run, at)
