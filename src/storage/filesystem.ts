@@ -151,8 +151,13 @@ function statCoalescer(): (file: string) => Promise<BigIntStats | undefined> {
 
 const openFd = promisify(openCb);
 
-/** Attempts at a write whose directory a concurrent delete keeps removing. */
-const RACE_RETRIES = 5;
+/**
+ * Attempts at a write whose directory a concurrent delete keeps removing, from the third on after a pause of as many
+ * milliseconds as attempts so far, so that a burst of deletes is over before the next: with 8 pushes and 8
+ * deletes of one tag in a loop, five attempts without a pause ran out once on a loaded CI machine (a 500).
+ */
+const RACE_RETRIES = 10;
+const racePause = (attempt: number): Promise<void> => new Promise((r) => setTimeout(r, attempt));
 
 function isEnoent(e: unknown): boolean {
   return (e as NodeJS.ErrnoException).code === 'ENOENT';
@@ -263,6 +268,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         // Node's mkdir -p reports ENOTDIR when a directory it found existing is gone by the time it checks it.
         const code = (e as NodeJS.ErrnoException).code;
         if ((code !== 'ENOENT' && code !== 'ENOTDIR') || attempt >= RACE_RETRIES) throw e;
+        if (attempt > 1) await racePause(attempt);
       }
     }
     if (created === undefined || !durable) return created;
@@ -287,6 +293,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         break;
       } catch (e) {
         if (!isEnoent(e) || attempt >= RACE_RETRIES || !(await exists(from))) throw e;
+        if (attempt > 1) await racePause(attempt);
       }
     }
     // Gone again already: a delete that came after this write removed it, and there is nothing to flush.
