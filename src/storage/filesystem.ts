@@ -468,32 +468,44 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     };
   }
 
-  /** A writer through the page cache: gathered chunks in `writev` batches, flushed in the background. */
-  async function bufferedWriter(file: string, o: WriterOptions | undefined): Promise<FileWriter> {
-    const h = await fsp.open(file, o?.append ? 'a' : 'w');
-    const initial = o?.append ? (await h.stat()).size : 0;
-    openWriters++;
-    let written = 0;
-    // Flush in the background every FLUSH_EVERY bytes, so that the fsync before the acknowledgement
-    // finds little left to write: disk writeback overlaps with receiving instead of following it.
+  /**
+   * An fdatasync of `h` started in the background after every FLUSH_EVERY bytes written (one at a time, none
+   * unless durable), so that the fsync before the acknowledgement finds little left to write: writeback
+   * overlaps with receiving instead of following it. A failure goes to `failed`; `idle()` never rejects.
+   */
+  function backgroundFlushes(h: FileHandle, failed: (e: unknown) => void): { wrote(n: number): void; idle(): Promise<void> } {
     let unflushed = 0;
     let flushing: Promise<void> | undefined;
-    let flushError: unknown;
-    const progress = (n: number): void => {
-      written += n;
-      unflushed += n;
-      if (durable && unflushed >= FLUSH_EVERY && !flushing) {
+    return {
+      wrote(n) {
+        unflushed += n;
+        if (!durable || unflushed < FLUSH_EVERY || flushing) return;
         unflushed = 0;
         flushing = h.datasync().then(
           () => {
             flushing = undefined;
           },
           (e: unknown) => {
-            flushError = e;
+            failed(e);
             flushing = undefined;
           },
         );
-      }
+      },
+      idle: () => flushing ?? Promise.resolve(),
+    };
+  }
+
+  /** A writer through the page cache: gathered chunks in `writev` batches, flushed in the background. */
+  async function bufferedWriter(file: string, o: WriterOptions | undefined): Promise<FileWriter> {
+    const h = await fsp.open(file, o?.append ? 'a' : 'w');
+    const initial = o?.append ? (await h.stat()).size : 0;
+    openWriters++;
+    let written = 0;
+    let flushError: unknown;
+    const flushes = backgroundFlushes(h, (e) => (flushError = e));
+    const progress = (n: number): void => {
+      written += n;
+      flushes.wrote(n);
     };
     // Bytes are gathered into WRITE_BATCH-sized writev calls, the next batch filling while one is written:
     // a write per socket chunk (~64 KiB) cost a thread-pool round trip each and paused the socket often.
@@ -549,11 +561,11 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       openWriters--;
       if (!stream.destroyed && !stream.writableFinished) stream.destroy();
       await tail.catch(() => undefined);
-      if (flushing) await flushing.catch(() => undefined);
+      await flushes.idle();
       await h.close();
     };
     return writerAround(file, o, initial, stream, () => initial + written, close, async () => {
-      if (flushing) await flushing;
+      await flushes.idle();
       if (flushError) throw flushError;
       // fdatasync: the data and the size (what reading it back needs), without the timestamps.
       if (durable) await h.datasync();
@@ -662,25 +674,11 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
         pos += r.len;
       }
       extent = Math.max(extent, at + total);
-      // As in the buffered writer, flushed in the background as it goes: the device's own cache (and the
-      // host's, on a VM) takes as long to flush as it took to fill, and a single flush at the end stalled the
-      // acknowledgement of a 1 GiB push for 0.6 s.
-      unflushed += total;
-      if (durable && unflushed >= FLUSH_EVERY && !flushing) {
-        unflushed = 0;
-        flushing = fh.datasync().then(
-          () => {
-            flushing = undefined;
-          },
-          (e: unknown) => {
-            failure ??= e;
-            flushing = undefined;
-          },
-        );
-      }
+      // As in the buffered writer: the device's own cache (and the host's, on a VM) takes as long to flush as
+      // it took to fill, and a single flush at the end stalled the acknowledgement of a 1 GiB push for 0.6 s.
+      flushes.wrote(total);
     };
-    let unflushed = 0;
-    let flushing: Promise<void> | undefined;
+    const flushes = backgroundFlushes(fh, (e) => (failure ??= e));
     /**
      * Writes what is queued, one write at a time: an upload only ever appends, and ext4 serialises direct
      * writes that extend a file anyway (each holds the inode lock until the device has the bytes, and costs a
@@ -780,7 +778,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
       for (const w of waiting.splice(0)) w();
       if (!stream.destroyed && !stream.writableFinished) stream.destroy();
       await settled();
-      if (flushing) await flushing;
+      await flushes.idle();
       // A write that failed may have left a hole before later ones: keep only what this writer found.
       if (failure !== undefined) await fh.truncate(initial).catch(() => undefined);
       free.length = 0;
@@ -790,7 +788,7 @@ export function filesystemDriver(opts: FilesystemOptions): StorageDriver {
     };
     return writerAround(file, o, initial, stream, () => extent, close, async () => {
       await settled();
-      if (flushing) await flushing;
+      await flushes.idle();
       if (failure !== undefined) throw failure;
       // The slabs went to the device; fdatasync makes the file's size and blocks durable and flushes the
       // device's cache (and the partial last block, written through the page cache).
