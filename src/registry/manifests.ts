@@ -193,14 +193,30 @@ export class ManifestStore {
     await putInOrder(this.driver, writes);
     // Only the global descriptor: the cache's repository memberships stand for layer links.
     await this.descriptors?.setDescriptor(digest, { digest, size: body.length, mediaType: parsed.mediaType });
-    if (ref.tag !== undefined) {
-      // A delete by digest that ran between the revision link and the tag missed this tag: it happened after
-      // this put, so finish its work rather than leave the tag on a deleted revision.
-      if ((await readLink(this.driver, P.revisionLink(name, digest))) !== digest && (await readLink(this.driver, P.tagCurrentLink(name, ref.tag))) === digest) {
-        await remove(this.driver, P.tagDir(name, ref.tag));
-      }
-    }
+    if (ref.tag !== undefined) await this.settleTag(name, ref.tag, digest);
     return subject ? { digest, subject } : { digest };
+  }
+
+  /**
+   * After a put by tag, leaves the tag in a state some order of the racing requests explains: a delete that
+   * ran while this put wrote its links can leave the tag's directory half removed (its `current` link gone, a
+   * newer index link kept), listed by the tags API but unknown to GET.
+   * - The revision is gone: a delete by digest ran after this put's revision link and missed this tag (or took
+   *   only part of it), so finish its work and remove the tag.
+   * - The revision is there but `current` is not: whatever removed it ran before this put finished, so
+   *   write the tag again. A `current` naming another digest is a later push's, and stays.
+   * A few rounds, as another delete can come between the check and the write.
+   */
+  private async settleTag(name: RepoName, tag: Tag, digest: Digest): Promise<void> {
+    for (let round = 0; round < 3; round++) {
+      const current = await readLink(this.driver, P.tagCurrentLink(name, tag));
+      if ((await readLink(this.driver, P.revisionLink(name, digest))) !== digest) {
+        if (current === digest || current === undefined) await remove(this.driver, P.tagDir(name, tag));
+        return;
+      }
+      if (current !== undefined) return;
+      await putInOrder(this.driver, tagWrites(name, tag, digest));
+    }
   }
 
   /**
