@@ -534,7 +534,7 @@ test('blob deletes racing uploads of the same blob: no 5xx, GET and HEAD agree a
 /*
  * Found by this test, since fixed in ManifestStore.put/settleTag: a manifest PUT by tag racing a DELETE of the
  * same manifest by digest could leave the tag pointing at a revision that no longer exists with both requests
- * successful (GET by tag 200, GET by digest 404), or, when the delete's recursive removal of the tag directory
+ * successful (GET by tag 200, GET by digest 404), or, when the delete's removal of the tag directory
  * overlapped the PUT's tag write, a tag listed by the tags API that GET did not know (its `current` link gone,
  * a newer index link kept). No order of the two requests explains either state.
  */
